@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, build, and run the node on the demo policy and sample scenes
+#   make test   set up, build, and run every test
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+BIN := target/release/vla_controller
+
+.PHONY: setup build test test-unit test-ros demo clean
+
+setup:
+	scripts/setup.sh
+
+build: setup
+	$(ENV) cargo build --release
+
+test: build
+	$(ENV) cargo test --release
+	$(ENV) python -m pytest -q tests/ros
+
+test-unit: setup
+	$(ENV) cargo test --release
+
+test-ros: build
+	$(ENV) python -m pytest -q tests/ros
+
+demo: build
+	$(ENV) python scripts/demo.py
+
+clean:
+	cargo clean

@@ -1,0 +1,32 @@
+# Source this file (like a ROS setup.bash) to run the node, the tests and rclpy from any
+# shell with the project's own ROS 2 Kilted prefix and libtorch:
+#     . scripts/env.sh
+# It expects `make setup` (scripts/setup.sh) to have created .venv. On a robot with a
+# system ROS 2 install, source /opt/ros/<distro>/setup.bash instead (see README.md).
+_vla_root=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
+_vla_venv=$_vla_root/.venv
+_vla_site=$_vla_venv/lib/python3.11/site-packages
+if [ ! -d "$_vla_venv" ]; then
+  echo "scripts/env.sh: $_vla_venv is missing; run 'make setup' first" >&2
+else
+  export VIRTUAL_ENV=$_vla_venv
+  export PATH=$_vla_root/target/release:$_vla_venv/bin:$PATH
+  # The ROS prefix is the venv itself; the interface package in msg/ installs beside it.
+  export AMENT_PREFIX_PATH=$_vla_root/msg/install:$_vla_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
+  _vla_libs=$_vla_venv/lib:$_vla_root/msg/install/lib:$_vla_site/torch/lib
+  for _d in "$_vla_site"/ros_*.libs; do [ -d "$_d" ] && _vla_libs=$_vla_libs:$_d; done
+  export LD_LIBRARY_PATH=$_vla_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export PYTHONPATH=$_vla_root/python:$_vla_root/msg/install/lib/python3.11/site-packages${PYTHONPATH:+:$PYTHONPATH}
+  # librcl in these wheels pulls in rosidl Python typesupport, which needs libpython's
+  # symbols even in a non-Python process such as the node.
+  _vla_libpython=$(python3 -c 'import sysconfig,os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))' 2>/dev/null)
+  case ":${LD_PRELOAD:-}:" in *":$_vla_libpython:"*) ;; *) [ -f "$_vla_libpython" ] && export LD_PRELOAD=$_vla_libpython${LD_PRELOAD:+:$LD_PRELOAD} ;; esac
+  export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
+  # tch links the libtorch of the venv's torch==2.11.0.
+  export LIBTORCH_USE_PYTORCH=1
+  # r2r 0.9.7 does not know "kilted"; Kilted's headers build with the jazzy bindings.
+  export ROS_DISTRO=jazzy
+  # Only the interface packages the node uses get Rust bindings (faster builds).
+  export IDL_PACKAGE_FILTER="std_msgs;sensor_msgs;geometry_msgs;trajectory_msgs;diagnostic_msgs;rosgraph_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;service_msgs;type_description_interfaces"
+fi
+unset _vla_root _vla_venv _vla_site _vla_libs _vla_libpython _d

@@ -1,0 +1,560 @@
+//! The node's configuration: every parameter declared here once, with its type, default
+//! and validation. `config/controller.yaml` documents the same parameters for users; the
+//! node reads them from the ROS parameter server (which loads that file), and the
+//! adapters turn ROS parameter values into [`ParamValue`] so that this module needs no ROS.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// A parameter value as ROS 2 knows it, without the ROS types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Bool(bool),
+    Integer(i64),
+    Double(f64),
+    String(String),
+    BoolArray(Vec<bool>),
+    IntegerArray(Vec<i64>),
+    DoubleArray(Vec<f64>),
+    StringArray(Vec<String>),
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Bool(v) => write!(f, "{v}"),
+            ParamValue::Integer(v) => write!(f, "{v}"),
+            ParamValue::Double(v) => write!(f, "{v}"),
+            ParamValue::String(v) => write!(f, "{v:?}"),
+            ParamValue::BoolArray(v) => write!(f, "{v:?}"),
+            ParamValue::IntegerArray(v) => write!(f, "{v:?}"),
+            ParamValue::DoubleArray(v) => write!(f, "{v:?}"),
+            ParamValue::StringArray(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+pub type Params = BTreeMap<String, ParamValue>;
+
+/// Where the policy runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Device {
+    fn parse(s: &str) -> Option<Device> {
+        match s {
+            "cpu" => Some(Device::Cpu),
+            "cuda" => Some(Device::Cuda(0)),
+            _ => s.strip_prefix("cuda:")?.parse().ok().map(Device::Cuda),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// How consecutive action chunks are blended into one command per control tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Smoothing {
+    /// ACT temporal ensembling: every chunk that has an action for this tick contributes,
+    /// weighted `exp(-m * i)` with `i = 0` the oldest chunk.
+    TemporalEnsemble { m: f64 },
+    /// The newest chunk's action, low-passed: `y = alpha * x + (1 - alpha) * y_prev`.
+    Exponential { alpha: f64 },
+    /// The newest chunk's action as it is.
+    None,
+}
+
+/// The message type of the command topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandType {
+    /// std_msgs/Float64MultiArray: what forward_command_controller takes.
+    Float64MultiArray,
+    /// trajectory_msgs/JointTrajectory with one point: what joint_trajectory_controller takes.
+    JointTrajectory,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// TorchScript policy file; relative paths are taken from the working directory.
+    pub policy_path: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: Device,
+    /// libtorch intra-op threads; 0 keeps libtorch's default.
+    pub torch_threads: usize,
+    /// Camera names; camera `X` is read from `camera/X/image_raw`. Must match the policy.
+    pub camera_names: Vec<String>,
+    /// Expected camera image size; other sizes are rejected (and counted).
+    pub image_width: u32,
+    pub image_height: u32,
+    /// Joint order of commands; must match the policy. Joint states are matched by name.
+    pub joint_names: Vec<String>,
+    /// Rate at which commands are published; must match the policy's.
+    pub control_rate_hz: f64,
+    /// ApproximateTime: messages kept per camera while looking for a set.
+    pub sync_queue_size: usize,
+    /// ApproximateTime: largest allowed spread of stamps within one set.
+    pub sync_max_interval_s: f64,
+    /// ApproximateTime: penalty for waiting on newer messages (message_filters' default 0.1).
+    pub sync_age_penalty: f64,
+    /// A set is paired with the joint state nearest its stamp, if one lies within this.
+    pub joint_state_tolerance_s: f64,
+    /// A camera with no message for this long makes the node hold position.
+    pub camera_timeout_s: f64,
+    /// No joint state for this long makes the node hold position.
+    pub joint_state_timeout_s: f64,
+    pub smoothing: Smoothing,
+    pub joint_lower_limits: Vec<f64>,
+    pub joint_upper_limits: Vec<f64>,
+    /// Largest change of each joint's command per control tick.
+    pub max_step_per_tick: Vec<f64>,
+    pub command_type: CommandType,
+    /// Rate of /diagnostics.
+    pub diagnostics_rate_hz: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            policy_path: PathBuf::from("policy/demo_policy.pt"),
+            device: Device::Cpu,
+            torch_threads: 0,
+            camera_names: ["main", "side", "top"].map(String::from).to_vec(),
+            image_width: 640,
+            image_height: 480,
+            joint_names: [
+                "shoulder_pan",
+                "shoulder_lift",
+                "elbow",
+                "wrist_pitch",
+                "wrist_roll",
+                "gripper",
+            ]
+            .map(String::from)
+            .to_vec(),
+            control_rate_hz: 50.0,
+            sync_queue_size: 10,
+            sync_max_interval_s: 0.02,
+            sync_age_penalty: 0.1,
+            joint_state_tolerance_s: 0.05,
+            camera_timeout_s: 0.5,
+            joint_state_timeout_s: 0.25,
+            smoothing: Smoothing::TemporalEnsemble { m: 0.05 },
+            joint_lower_limits: vec![-1.6, 0.0, -3.1, -2.4, -1.0, 0.0],
+            joint_upper_limits: vec![1.6, 2.6, 0.0, 0.4, 1.0, 0.06],
+            max_step_per_tick: vec![0.05, 0.05, 0.05, 0.05, 0.05, 0.01],
+            command_type: CommandType::Float64MultiArray,
+            diagnostics_rate_hz: 1.0,
+        }
+    }
+}
+
+/// Every parameter the node declares, with a one-line description (shown by
+/// `ros2 param describe` and checked against `config/controller.yaml` by a test).
+pub const PARAMETERS: &[(&str, &str)] = &[
+    ("policy_path", "TorchScript policy file"),
+    ("device", "cpu, cuda or cuda:N"),
+    ("torch_threads", "libtorch intra-op threads, 0 for libtorch's default"),
+    ("camera_names", "cameras, read from camera/<name>/image_raw, in the policy's order"),
+    ("image_width", "expected camera image width in pixels"),
+    ("image_height", "expected camera image height in pixels"),
+    ("joint_names", "joint order of commands, as the policy orders them"),
+    ("control_rate_hz", "command rate, must equal the policy's"),
+    ("sync_queue_size", "ApproximateTime queue size per camera"),
+    ("sync_max_interval_s", "largest stamp spread within a camera set"),
+    ("sync_age_penalty", "ApproximateTime age penalty"),
+    ("joint_state_tolerance_s", "largest stamp distance between a camera set and its joint state"),
+    ("camera_timeout_s", "hold position when a camera is silent this long"),
+    ("joint_state_timeout_s", "hold position when joint_states is silent this long"),
+    ("smoothing", "temporal_ensemble, exponential or none"),
+    ("ensemble_m", "temporal ensembling weight exp(-m*i), i = 0 the oldest chunk"),
+    ("exponential_alpha", "exponential filter weight of the new action"),
+    ("joint_lower_limits", "lower position limit per joint"),
+    ("joint_upper_limits", "upper position limit per joint"),
+    ("max_step_per_tick", "largest command change per joint per control tick"),
+    ("command_type", "float64_multi_array or joint_trajectory"),
+    ("diagnostics_rate_hz", "rate of /diagnostics"),
+];
+
+/// Parameters every ROS node has; accepted without being ours.
+const ROS_PARAMETERS: &[&str] = &["use_sim_time", "start_type_description_service"];
+
+struct Reader<'a> {
+    params: &'a Params,
+}
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Option<&ParamValue> {
+        debug_assert!(PARAMETERS.iter().any(|(n, _)| *n == name), "undeclared {name}");
+        self.params.get(name)
+    }
+
+    fn type_error(name: &str, v: &ParamValue, expected: &str) -> Error {
+        Error::param(name, v, format!("expected {expected}"))
+    }
+
+    fn f64(&self, name: &str, default: f64) -> Result<f64> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(ParamValue::Double(v)) => Ok(*v),
+            Some(ParamValue::Integer(v)) => Ok(*v as f64),
+            Some(v) => Err(Self::type_error(name, v, "a number")),
+        }
+    }
+
+    fn positive(&self, name: &str, default: f64) -> Result<f64> {
+        let v = self.f64(name, default)?;
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(Error::param(name, v, "must be a finite number > 0"))
+        }
+    }
+
+    fn count(&self, name: &str, default: usize, min: usize) -> Result<usize> {
+        let v = match self.get(name) {
+            None => return Ok(default),
+            Some(ParamValue::Integer(v)) => *v,
+            Some(v) => return Err(Self::type_error(name, v, "an integer")),
+        };
+        usize::try_from(v)
+            .ok()
+            .filter(|v| *v >= min)
+            .ok_or_else(|| Error::param(name, v, format!("must be an integer >= {min}")))
+    }
+
+    fn string(&self, name: &str, default: &str) -> Result<String> {
+        match self.get(name) {
+            None => Ok(default.to_owned()),
+            Some(ParamValue::String(v)) => Ok(v.clone()),
+            Some(v) => Err(Self::type_error(name, v, "a string")),
+        }
+    }
+
+    fn strings(&self, name: &str, default: &[String]) -> Result<Vec<String>> {
+        let v = match self.get(name) {
+            None => default.to_vec(),
+            Some(ParamValue::StringArray(v)) => v.clone(),
+            Some(v) => return Err(Self::type_error(name, v, "a list of strings")),
+        };
+        if v.is_empty() {
+            return Err(Error::param(name, "[]", "must not be empty"));
+        }
+        if let Some(dup) = v.iter().enumerate().find(|(i, s)| v[..*i].contains(s)) {
+            return Err(Error::param(name, format!("{v:?}"), format!("`{}` appears twice", dup.1)));
+        }
+        Ok(v)
+    }
+
+    fn floats(&self, name: &str, default: &[f64], len: usize) -> Result<Vec<f64>> {
+        let v = match self.get(name) {
+            None => default.to_vec(),
+            Some(ParamValue::DoubleArray(v)) => v.clone(),
+            Some(ParamValue::IntegerArray(v)) => v.iter().map(|x| *x as f64).collect(),
+            Some(v) => return Err(Self::type_error(name, v, "a list of numbers")),
+        };
+        if v.len() != len {
+            return Err(Error::param(
+                name,
+                format!("{v:?}"),
+                format!("needs one value per joint ({len} joints in joint_names)"),
+            ));
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::param(name, format!("{v:?}"), "values must be finite"));
+        }
+        Ok(v)
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration. Missing parameters take their defaults;
+    /// every error names the parameter and the value. Returns the names of parameters
+    /// that were set but are not ours (most likely typos), for the caller to warn about.
+    pub fn from_params(params: &Params) -> Result<(Config, Vec<String>)> {
+        let d = Config::default();
+        let r = Reader { params };
+
+        let device_s = r.string("device", &d.device.to_string())?;
+        let device = Device::parse(&device_s)
+            .ok_or_else(|| Error::param("device", &device_s, "expected cpu, cuda or cuda:N"))?;
+
+        let joint_names = r.strings("joint_names", &d.joint_names)?;
+        let n = joint_names.len();
+        let smoothing_s = r.string("smoothing", "temporal_ensemble")?;
+        let smoothing = match smoothing_s.as_str() {
+            "temporal_ensemble" => {
+                let m = r.f64("ensemble_m", 0.05)?;
+                if !(m.is_finite() && m >= 0.0) {
+                    return Err(Error::param("ensemble_m", m, "must be a finite number >= 0"));
+                }
+                Smoothing::TemporalEnsemble { m }
+            }
+            "exponential" => {
+                let alpha = r.f64("exponential_alpha", 0.5)?;
+                if !(alpha > 0.0 && alpha <= 1.0) {
+                    return Err(Error::param("exponential_alpha", alpha, "must be in (0, 1]"));
+                }
+                Smoothing::Exponential { alpha }
+            }
+            "none" => Smoothing::None,
+            other => {
+                return Err(Error::param(
+                    "smoothing",
+                    other,
+                    "expected temporal_ensemble, exponential or none",
+                ))
+            }
+        };
+        let command_type = match r.string("command_type", "float64_multi_array")?.as_str() {
+            "float64_multi_array" => CommandType::Float64MultiArray,
+            "joint_trajectory" => CommandType::JointTrajectory,
+            other => {
+                return Err(Error::param(
+                    "command_type",
+                    other,
+                    "expected float64_multi_array or joint_trajectory",
+                ))
+            }
+        };
+
+        let cfg = Config {
+            policy_path: PathBuf::from(r.string("policy_path", &d.policy_path.to_string_lossy())?),
+            device,
+            torch_threads: r.count("torch_threads", d.torch_threads, 0)?,
+            camera_names: r.strings("camera_names", &d.camera_names)?,
+            image_width: r.count("image_width", d.image_width as usize, 1)? as u32,
+            image_height: r.count("image_height", d.image_height as usize, 1)? as u32,
+            joint_lower_limits: r.floats("joint_lower_limits", &d.joint_lower_limits, n)?,
+            joint_upper_limits: r.floats("joint_upper_limits", &d.joint_upper_limits, n)?,
+            max_step_per_tick: r.floats("max_step_per_tick", &d.max_step_per_tick, n)?,
+            joint_names,
+            control_rate_hz: r.positive("control_rate_hz", d.control_rate_hz)?,
+            sync_queue_size: r.count("sync_queue_size", d.sync_queue_size, 1)?,
+            sync_max_interval_s: r.positive("sync_max_interval_s", d.sync_max_interval_s)?,
+            sync_age_penalty: {
+                let v = r.f64("sync_age_penalty", d.sync_age_penalty)?;
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(Error::param("sync_age_penalty", v, "must be a finite number >= 0"));
+                }
+                v
+            },
+            joint_state_tolerance_s: r.positive("joint_state_tolerance_s", d.joint_state_tolerance_s)?,
+            camera_timeout_s: r.positive("camera_timeout_s", d.camera_timeout_s)?,
+            joint_state_timeout_s: r.positive("joint_state_timeout_s", d.joint_state_timeout_s)?,
+            smoothing,
+            command_type,
+            diagnostics_rate_hz: r.positive("diagnostics_rate_hz", d.diagnostics_rate_hz)?,
+        };
+        cfg.validate()?;
+
+        let unknown = params
+            .keys()
+            .filter(|k| {
+                !PARAMETERS.iter().any(|(n, _)| n == k) && !ROS_PARAMETERS.contains(&k.as_str())
+            })
+            .cloned()
+            .collect();
+        Ok((cfg, unknown))
+    }
+
+    /// Checks between fields.
+    pub fn validate(&self) -> Result<()> {
+        for (i, name) in self.joint_names.iter().enumerate() {
+            let (lo, hi) = (self.joint_lower_limits[i], self.joint_upper_limits[i]);
+            if lo >= hi {
+                return Err(Error::param(
+                    "joint_lower_limits",
+                    format!("{:?}", self.joint_lower_limits),
+                    format!("joint `{name}`: lower limit {lo} is not below upper limit {hi}"),
+                ));
+            }
+            if self.max_step_per_tick[i] <= 0.0 {
+                return Err(Error::param(
+                    "max_step_per_tick",
+                    format!("{:?}", self.max_step_per_tick),
+                    format!("joint `{name}`: must be > 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parameters of this configuration as ROS values, to declare them on the node so
+    /// that `ros2 param get` shows what is in effect, defaults included.
+    pub fn to_params(&self) -> Params {
+        let s = |v: &str| ParamValue::String(v.to_owned());
+        let mut p = Params::new();
+        p.insert("policy_path".into(), s(&self.policy_path.to_string_lossy()));
+        p.insert("device".into(), s(&self.device.to_string()));
+        p.insert("torch_threads".into(), ParamValue::Integer(self.torch_threads as i64));
+        p.insert("camera_names".into(), ParamValue::StringArray(self.camera_names.clone()));
+        p.insert("image_width".into(), ParamValue::Integer(self.image_width.into()));
+        p.insert("image_height".into(), ParamValue::Integer(self.image_height.into()));
+        p.insert("joint_names".into(), ParamValue::StringArray(self.joint_names.clone()));
+        p.insert("control_rate_hz".into(), ParamValue::Double(self.control_rate_hz));
+        p.insert("sync_queue_size".into(), ParamValue::Integer(self.sync_queue_size as i64));
+        p.insert("sync_max_interval_s".into(), ParamValue::Double(self.sync_max_interval_s));
+        p.insert("sync_age_penalty".into(), ParamValue::Double(self.sync_age_penalty));
+        p.insert("joint_state_tolerance_s".into(), ParamValue::Double(self.joint_state_tolerance_s));
+        p.insert("camera_timeout_s".into(), ParamValue::Double(self.camera_timeout_s));
+        p.insert("joint_state_timeout_s".into(), ParamValue::Double(self.joint_state_timeout_s));
+        let (smoothing, m, alpha) = match self.smoothing {
+            Smoothing::TemporalEnsemble { m } => ("temporal_ensemble", m, 0.5),
+            Smoothing::Exponential { alpha } => ("exponential", 0.05, alpha),
+            Smoothing::None => ("none", 0.05, 0.5),
+        };
+        p.insert("smoothing".into(), s(smoothing));
+        p.insert("ensemble_m".into(), ParamValue::Double(m));
+        p.insert("exponential_alpha".into(), ParamValue::Double(alpha));
+        p.insert("joint_lower_limits".into(), ParamValue::DoubleArray(self.joint_lower_limits.clone()));
+        p.insert("joint_upper_limits".into(), ParamValue::DoubleArray(self.joint_upper_limits.clone()));
+        p.insert("max_step_per_tick".into(), ParamValue::DoubleArray(self.max_step_per_tick.clone()));
+        p.insert(
+            "command_type".into(),
+            s(match self.command_type {
+                CommandType::Float64MultiArray => "float64_multi_array",
+                CommandType::JointTrajectory => "joint_trajectory",
+            }),
+        );
+        p.insert("diagnostics_rate_hz".into(), ParamValue::Double(self.diagnostics_rate_hz));
+        p
+    }
+
+    /// Control period in nanoseconds.
+    pub fn control_period_ns(&self) -> i64 {
+        (1e9 / self.control_rate_hz).round() as i64
+    }
+}
+
+/// Seconds to nanoseconds.
+pub fn secs_to_ns(s: f64) -> i64 {
+    (s * 1e9).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &str, v: ParamValue) -> Params {
+        let mut p = Params::new();
+        p.insert(name.into(), v);
+        p
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let (cfg, unknown) = Config::from_params(&Params::new()).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert!(unknown.is_empty());
+        let (again, unknown) = Config::from_params(&cfg.to_params()).unwrap();
+        assert_eq!(again, cfg);
+        assert!(unknown.is_empty());
+        // Every declared parameter is part of to_params, and nothing else.
+        let names: Vec<_> = cfg.to_params().into_keys().collect();
+        let mut declared: Vec<_> = PARAMETERS.iter().map(|(n, _)| n.to_string()).collect();
+        declared.sort();
+        assert_eq!(names, declared);
+    }
+
+    #[test]
+    fn the_shipped_yaml_documents_every_parameter() {
+        let text = include_str!("../config/controller.yaml");
+        let mut keys: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("    ") && !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.trim().split_once(':').map(|(k, _)| k))
+            .collect();
+        keys.sort();
+        let mut declared: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
+        declared.sort();
+        assert_eq!(keys, declared);
+    }
+
+    #[test]
+    fn errors_name_parameter_and_value() {
+        let e = Config::from_params(&with("control_rate_hz", ParamValue::Double(-5.0)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control_rate_hz") && e.contains("-5"), "{e}");
+
+        let e = Config::from_params(&with("device", ParamValue::String("tpu".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device") && e.contains("tpu"), "{e}");
+
+        let e = Config::from_params(&with("smoothing", ParamValue::Integer(3)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smoothing") && e.contains("string"), "{e}");
+
+        let e = Config::from_params(&with(
+            "joint_lower_limits",
+            ParamValue::DoubleArray(vec![0.0; 3]),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("joint_lower_limits") && e.contains("one value per joint"), "{e}");
+
+        let e = Config::from_params(&with(
+            "camera_names",
+            ParamValue::StringArray(vec!["main".into(), "main".into()]),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("camera_names") && e.contains("twice"), "{e}");
+
+        let e = Config::from_params(&with("sync_queue_size", ParamValue::Integer(0)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync_queue_size") && e.contains(">= 1"), "{e}");
+    }
+
+    #[test]
+    fn crossed_limits_are_refused() {
+        let mut p = with("joint_lower_limits", ParamValue::DoubleArray(vec![0.0; 6]));
+        p.insert("joint_upper_limits".into(), ParamValue::DoubleArray(vec![1.0, 1.0, -1.0, 1.0, 1.0, 1.0]));
+        let e = Config::from_params(&p).unwrap_err().to_string();
+        assert!(e.contains("elbow") && e.contains("lower limit 0"), "{e}");
+    }
+
+    #[test]
+    fn smoothing_choice_reads_its_own_parameter() {
+        let mut p = with("smoothing", ParamValue::String("exponential".into()));
+        p.insert("exponential_alpha".into(), ParamValue::Double(0.25));
+        let (cfg, _) = Config::from_params(&p).unwrap();
+        assert_eq!(cfg.smoothing, Smoothing::Exponential { alpha: 0.25 });
+        p.insert("exponential_alpha".into(), ParamValue::Double(1.5));
+        assert!(Config::from_params(&p).is_err());
+    }
+
+    #[test]
+    fn unknown_parameters_are_reported_not_fatal() {
+        let mut p = with("contrl_rate_hz", ParamValue::Double(10.0));
+        p.insert("use_sim_time".into(), ParamValue::Bool(true));
+        let (_, unknown) = Config::from_params(&p).unwrap();
+        assert_eq!(unknown, vec!["contrl_rate_hz".to_string()]);
+    }
+
+    #[test]
+    fn integers_are_accepted_for_numbers_and_devices_parse() {
+        let (cfg, _) = Config::from_params(&with("control_rate_hz", ParamValue::Integer(100))).unwrap();
+        assert_eq!(cfg.control_rate_hz, 100.0);
+        assert_eq!(cfg.control_period_ns(), 10_000_000);
+        assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));
+        assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
+        assert_eq!(Device::parse("cuda:x"), None);
+    }
+}

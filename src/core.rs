@@ -1,0 +1,664 @@
+//! The pipeline without ROS or files: camera frames, joint states and instructions in;
+//! observations for the policy out; chunks from the policy in; one safe command per
+//! control tick out. The live node and the bag replay drive this same type.
+//!
+//! Time is an input everywhere: `now` is the node's clock (sim time under
+//! `use_sim_time`, bag time in a replay), stamps are the messages' own.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::{secs_to_ns, Config};
+use crate::image::{decode_resize, ImageError, RawImage};
+use crate::joints::JointBuffer;
+use crate::policy::PolicyMeta;
+use crate::safety::SafetyFilter;
+use crate::smoothing::Smoother;
+use crate::stats::SharedStats;
+use crate::sync::ApproximateTimeSync;
+use crate::tokenizer::{CharTokenizer, Tokens};
+
+pub const JOINT_STATES_TOPIC: &str = "joint_states";
+pub const INSTRUCTION_TOPIC: &str = "instruction";
+
+pub fn camera_topic(name: &str) -> String {
+    format!("camera/{name}/image_raw")
+}
+
+/// Decodes camera images to the policy's input size. Holds no state, so the node can run
+/// it outside any lock, on the thread that received the image.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageDecoder {
+    expected: (u32, u32),
+    out_w: usize,
+    out_h: usize,
+}
+
+impl ImageDecoder {
+    pub fn new(cfg: &Config, meta: &PolicyMeta) -> Self {
+        ImageDecoder {
+            expected: (cfg.image_width, cfg.image_height),
+            out_w: meta.image_width,
+            out_h: meta.image_height,
+        }
+    }
+
+    pub fn decode(&self, raw: &RawImage<'_>) -> Result<Vec<u8>, ImageError> {
+        let mut out = Vec::new();
+        decode_resize(raw, self.expected, self.out_w, self.out_h, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// One camera frame at the policy's size, waiting in the synchronizer.
+#[derive(Debug)]
+pub struct Frame {
+    pub rgb: Vec<u8>,
+    /// When it arrived, on the node's clock.
+    pub arrival: i64,
+}
+
+/// Everything one inference needs.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Latest camera stamp of the set.
+    pub stamp: i64,
+    /// When the set was complete, on the node's clock; action 0 of the resulting chunk
+    /// is meant for the control tick at this time.
+    pub arrival: i64,
+    /// Cameras x height x width x 3, RGB, at the policy's size.
+    pub images: Vec<u8>,
+    /// Joint positions in the configured order, nearest the set's stamp.
+    pub state: Vec<f64>,
+    pub instruction: Arc<str>,
+    pub tokens: Arc<Tokens>,
+    /// Increases with every new instruction.
+    pub instruction_seq: u64,
+}
+
+/// Why the node is or is not executing the policy's actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlState {
+    Running,
+    /// No usable instruction has arrived yet.
+    WaitingForInstruction,
+    /// An input has not arrived within its timeout (or never did).
+    Stale { topic: String, never: bool },
+    /// The last inference failed.
+    PolicyFault(String),
+    /// Inputs are fresh but no chunk covers this tick yet (start-up, or inference slower
+    /// than a chunk lasts).
+    WaitingForActions,
+    /// The clock went backwards (a bag looping in sim time): state was reset.
+    ClockJump,
+}
+
+impl ControlState {
+    /// Diagnostic level: 0 OK, 1 WARN, 2 ERROR.
+    pub fn level(&self) -> u8 {
+        match self {
+            ControlState::Running => 0,
+            ControlState::WaitingForInstruction | ControlState::WaitingForActions | ControlState::ClockJump => 1,
+            ControlState::Stale { .. } | ControlState::PolicyFault(_) => 2,
+        }
+    }
+
+    pub fn is_hold(&self) -> bool {
+        *self != ControlState::Running
+    }
+}
+
+impl fmt::Display for ControlState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlState::Running => write!(f, "running"),
+            ControlState::WaitingForInstruction => write!(f, "holding: no instruction yet"),
+            ControlState::Stale { topic, never: true } => write!(f, "holding: no message on {topic} yet"),
+            ControlState::Stale { topic, never: false } => write!(f, "holding: {topic} went silent"),
+            ControlState::PolicyFault(e) => write!(f, "holding: policy failed: {e}"),
+            ControlState::WaitingForActions => write!(f, "holding: waiting for actions"),
+            ControlState::ClockJump => write!(f, "holding: clock jumped backwards, state reset"),
+        }
+    }
+}
+
+/// What one control tick decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TickOutput {
+    /// The command to publish; `None` until the node has commanded anything (holding
+    /// before the first command means sending nothing).
+    pub command: Option<Vec<f64>>,
+    pub state: ControlState,
+    /// True when `state` differs from the previous tick's.
+    pub state_changed: bool,
+}
+
+struct Instruction {
+    text: Arc<str>,
+    tokens: Arc<Tokens>,
+    seq: u64,
+}
+
+pub struct Core {
+    camera_topics: Vec<String>,
+    sync: ApproximateTimeSync<Frame>,
+    joints: JointBuffer,
+    tokenizer: CharTokenizer,
+    instruction: Option<Instruction>,
+    /// Arrival of the last valid message per input: cameras, then joint_states.
+    last_arrival: Vec<Option<i64>>,
+    timeouts: Vec<i64>,
+    joint_tolerance: i64,
+    period: i64,
+    smoother: Smoother,
+    safety: SafetyFilter,
+    tick_base: Option<i64>,
+    last_now: Option<i64>,
+    last_command: Option<Vec<f64>>,
+    policy_fault: Option<String>,
+    chunk_seq: u64,
+    state: ControlState,
+    clock_jumped: bool,
+    stats: SharedStats,
+}
+
+impl Core {
+    pub fn new(cfg: &Config, meta: &PolicyMeta, stats: SharedStats) -> Self {
+        let n = cfg.camera_names.len();
+        let mut timeouts = vec![secs_to_ns(cfg.camera_timeout_s); n];
+        timeouts.push(secs_to_ns(cfg.joint_state_timeout_s));
+        Core {
+            camera_topics: cfg.camera_names.iter().map(|c| camera_topic(c)).collect(),
+            sync: ApproximateTimeSync::new(n, cfg.sync_queue_size, secs_to_ns(cfg.sync_max_interval_s), cfg.sync_age_penalty),
+            joints: JointBuffer::new(cfg.joint_names.clone()),
+            tokenizer: CharTokenizer::new(meta.tokenizer.clone()).expect("checked when the policy was loaded"),
+            instruction: None,
+            last_arrival: vec![None; n + 1],
+            timeouts,
+            joint_tolerance: secs_to_ns(cfg.joint_state_tolerance_s),
+            period: cfg.control_period_ns(),
+            smoother: Smoother::new(cfg.smoothing),
+            safety: SafetyFilter::new(
+                cfg.joint_lower_limits.clone(),
+                cfg.joint_upper_limits.clone(),
+                cfg.max_step_per_tick.clone(),
+            ),
+            tick_base: None,
+            last_now: None,
+            last_command: None,
+            policy_fault: None,
+            chunk_seq: 0,
+            state: ControlState::WaitingForInstruction,
+            clock_jumped: false,
+            stats,
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, crate::stats::Stats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A camera message, already decoded (or rejected) by [`ImageDecoder`]. Returns the
+    /// observations it completed, oldest first.
+    pub fn on_image(&mut self, camera: usize, stamp: i64, now: i64, decoded: Result<Vec<u8>, ImageError>) -> Vec<Observation> {
+        let topic = &self.camera_topics[camera];
+        self.stats().received(topic);
+        let rgb = match decoded {
+            Ok(rgb) => rgb,
+            Err(e) => {
+                self.stats().dropped(topic, &e.to_string());
+                return Vec::new();
+            }
+        };
+        self.last_arrival[camera] = Some(now);
+        let out = self.sync.add(camera, stamp, Frame { rgb, arrival: now });
+        for (k, _, _, reason) in &out.dropped {
+            let t = self.camera_topics[*k].clone();
+            self.stats().dropped(&t, reason.reason());
+        }
+        out.sets.into_iter().filter_map(|set| self.observe(set)).collect()
+    }
+
+    fn observe(&mut self, set: Vec<(i64, Frame)>) -> Option<Observation> {
+        let stamp = set.iter().map(|(s, _)| *s).max().expect("sets are not empty");
+        let reason = match (&self.instruction, self.joints.nearest(stamp, self.joint_tolerance)) {
+            (None, _) => "no instruction yet",
+            (_, None) => "no joint state within joint_state_tolerance_s of the set",
+            (Some(instr), Some(q)) => {
+                let obs = Observation {
+                    stamp,
+                    arrival: set.iter().map(|(_, f)| f.arrival).max().expect("not empty"),
+                    images: set.iter().flat_map(|(_, f)| f.rgb.iter().copied()).collect(),
+                    state: q.to_vec(),
+                    instruction: instr.text.clone(),
+                    tokens: instr.tokens.clone(),
+                    instruction_seq: instr.seq,
+                };
+                let mut st = self.stats();
+                for t in &self.camera_topics {
+                    st.used(t, 1);
+                }
+                st.observations += 1;
+                return Some(obs);
+            }
+        };
+        let mut st = self.stats();
+        for t in &self.camera_topics {
+            st.dropped(t, reason);
+        }
+        None
+    }
+
+    pub fn on_joint_state(&mut self, stamp: i64, now: i64, names: &[String], positions: &[f64]) {
+        let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.received(JOINT_STATES_TOPIC);
+        match self.joints.push(stamp, names, positions) {
+            Ok(()) => {
+                st.used(JOINT_STATES_TOPIC, 1);
+                self.last_arrival[self.camera_topics.len()] = Some(now);
+            }
+            Err(e) => st.dropped(JOINT_STATES_TOPIC, &e.to_string()),
+        }
+    }
+
+    /// A new instruction. Empty ones, ones longer than the policy's token limit and ones
+    /// holding control characters are rejected (and counted); the previous instruction
+    /// stays in effect.
+    pub fn on_instruction(&mut self, text: &str) {
+        let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.received(INSTRUCTION_TOPIC);
+        let trimmed = text.trim();
+        let reject = if trimmed.is_empty() {
+            Some("empty instruction".to_owned())
+        } else if trimmed.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+            Some("instruction holds control characters".to_owned())
+        } else {
+            let n = trimmed.chars().count();
+            (n > self.tokenizer.max_length())
+                .then(|| format!("instruction of {n} characters exceeds the policy's {} tokens", self.tokenizer.max_length()))
+        };
+        if let Some(reason) = reject {
+            st.dropped(INSTRUCTION_TOPIC, &reason);
+            return;
+        }
+        st.used(INSTRUCTION_TOPIC, 1);
+        if self.instruction.as_ref().is_some_and(|i| &*i.text == trimmed) {
+            return;
+        }
+        let tokens = self.tokenizer.encode(trimmed);
+        if tokens.unknown > 0 {
+            tracing::warn!(unknown = tokens.unknown, "instruction has characters the policy's vocabulary lacks");
+        }
+        let seq = self.instruction.as_ref().map_or(1, |i| i.seq + 1);
+        tracing::info!(instruction = trimmed, seq, "new instruction");
+        self.instruction = Some(Instruction { text: trimmed.into(), tokens: Arc::new(tokens), seq });
+    }
+
+    pub fn instruction(&self) -> Option<&str> {
+        self.instruction.as_ref().map(|i| &*i.text)
+    }
+
+    fn tick_index(&self, t: i64) -> i64 {
+        let base = self.tick_base.unwrap_or(t);
+        ((t - base) as f64 / self.period as f64).round() as i64
+    }
+
+    /// A chunk computed from `obs`. Chunks of an older instruction are discarded; the
+    /// first chunk of a new instruction discards every queued action of the old one.
+    pub fn on_chunk(&mut self, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>]) {
+        let current = self.instruction.as_ref().map_or(0, |i| i.seq);
+        if instruction_seq < current {
+            self.stats().dropped("policy", "chunk computed for a previous instruction");
+            return;
+        }
+        if instruction_seq != self.chunk_seq {
+            self.smoother.reset();
+            self.chunk_seq = instruction_seq;
+        }
+        if self.tick_base.is_none() {
+            self.tick_base = Some(obs_arrival);
+        }
+        let first = self.tick_index(obs_arrival);
+        self.smoother.add_chunk(first, actions);
+        self.policy_fault = None;
+    }
+
+    pub fn on_policy_error(&mut self, error: &str) {
+        self.policy_fault = Some(error.to_owned());
+    }
+
+    fn input_state(&self, now: i64) -> ControlState {
+        let n = self.camera_topics.len();
+        for (i, arrival) in self.last_arrival.iter().enumerate() {
+            let topic = if i < n { &self.camera_topics[i] } else { JOINT_STATES_TOPIC };
+            match arrival {
+                None => return ControlState::Stale { topic: topic.to_owned(), never: true },
+                Some(t) if now - t > self.timeouts[i] => {
+                    return ControlState::Stale { topic: topic.to_owned(), never: false }
+                }
+                _ => {}
+            }
+        }
+        if self.instruction.is_none() {
+            return ControlState::WaitingForInstruction;
+        }
+        if let Some(e) = &self.policy_fault {
+            return ControlState::PolicyFault(e.clone());
+        }
+        ControlState::Running
+    }
+
+    /// One control tick at `now`.
+    pub fn tick(&mut self, now: i64) -> TickOutput {
+        if self.last_now.is_some_and(|last| now < last) {
+            self.reset_after_clock_jump();
+        }
+        self.last_now = Some(now);
+        if self.tick_base.is_none() {
+            self.tick_base = Some(now);
+        }
+        let mut state = if self.clock_jumped { ControlState::ClockJump } else { self.input_state(now) };
+        if state == ControlState::Running {
+            let tick = self.tick_index(now);
+            match self.smoother.action_for(tick) {
+                None => state = ControlState::WaitingForActions,
+                Some(target) => {
+                    let previous = self.last_command.clone().or_else(|| self.joints.latest().map(<[f64]>::to_vec));
+                    match previous.map(|p| self.safety.apply(&target, &p)) {
+                        Some(Ok((cmd, clipped))) => {
+                            let mut st = self.stats();
+                            st.clipped_by_limit += clipped.by_limit as u64;
+                            st.clipped_by_step += clipped.by_step as u64;
+                            st.commands += 1;
+                            drop(st);
+                            self.last_command = Some(cmd);
+                        }
+                        Some(Err(e)) => {
+                            self.stats().dropped("policy", &format!("action refused by the safety filter: {e}"));
+                            state = ControlState::PolicyFault(e.to_string());
+                            self.policy_fault = Some(e.to_string());
+                        }
+                        None => state = ControlState::Stale { topic: JOINT_STATES_TOPIC.into(), never: true },
+                    }
+                }
+            }
+        }
+        if state.is_hold() {
+            if !matches!(state, ControlState::WaitingForActions) {
+                // Nothing computed before a hold may run after it.
+                self.smoother.reset();
+            }
+            if self.last_command.is_some() {
+                let mut st = self.stats();
+                st.commands += 1;
+                st.hold_commands += 1;
+            }
+        }
+        self.clock_jumped = false;
+        let state_changed = state != self.state;
+        self.state = state.clone();
+        TickOutput { command: self.last_command.clone(), state, state_changed }
+    }
+
+    fn reset_after_clock_jump(&mut self) {
+        let dropped = self.sync.clear();
+        for (k, _, _) in dropped {
+            let t = self.camera_topics[k].clone();
+            self.stats().dropped(&t, "clock jumped backwards");
+        }
+        self.joints.clear();
+        self.smoother.reset();
+        self.last_arrival.iter_mut().for_each(|a| *a = None);
+        self.tick_base = None;
+        self.clock_jumped = true;
+    }
+
+    pub fn state(&self) -> &ControlState {
+        &self.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::Smoothing;
+    use crate::policy::Normalization;
+    use crate::stats::Stats;
+    use crate::tokenizer::TokenizerSpec;
+
+    const MS: i64 = 1_000_000;
+
+    fn meta() -> PolicyMeta {
+        PolicyMeta {
+            contract_version: 1,
+            name: "test".into(),
+            camera_names: vec!["main".into(), "side".into()],
+            image_height: 2,
+            image_width: 2,
+            patch_grid: [12, 16],
+            joint_names: vec!["a".into(), "b".into()],
+            action_dim: 2,
+            chunk_length: 10,
+            control_rate_hz: 100.0,
+            tokenizer: TokenizerSpec {
+                kind: "char".into(),
+                vocab: "abcdefghijklmnopqrstuvwxyz ".into(),
+                max_length: 16,
+                pad_id: 0,
+                unk_id: 1,
+                lowercase: true,
+            },
+            normalization: Normalization {
+                state_mean: vec![0.0; 2],
+                state_std: vec![1.0; 2],
+                action_mean: vec![0.0; 2],
+                action_std: vec![1.0; 2],
+            },
+        }
+    }
+
+    fn config() -> Config {
+        Config {
+            camera_names: vec!["main".into(), "side".into()],
+            image_width: 4,
+            image_height: 4,
+            joint_names: vec!["a".into(), "b".into()],
+            control_rate_hz: 100.0,
+            joint_lower_limits: vec![-1.0, -1.0],
+            joint_upper_limits: vec![1.0, 1.0],
+            max_step_per_tick: vec![0.1, 0.1],
+            smoothing: Smoothing::None,
+            camera_timeout_s: 0.1,
+            joint_state_timeout_s: 0.05,
+            ..Config::default()
+        }
+    }
+
+    struct Rig {
+        core: Core,
+        decoder: ImageDecoder,
+        stats: SharedStats,
+        names: Vec<String>,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
+            let (cfg, meta) = (config(), meta());
+            Rig {
+                core: Core::new(&cfg, &meta, stats.clone()),
+                decoder: ImageDecoder::new(&cfg, &meta),
+                stats,
+                names: vec!["b".into(), "a".into()],
+            }
+        }
+
+        fn image(&mut self, cam: usize, t: i64, encoding: &str) -> Vec<Observation> {
+            let data = vec![cam as u8 * 50; 4 * 4 * 3];
+            let raw = RawImage { width: 4, height: 4, encoding, step: 12, data: &data };
+            let d = self.decoder.decode(&raw);
+            self.core.on_image(cam, t, t, d)
+        }
+
+        fn joints(&mut self, t: i64, a: f64) {
+            let names = self.names.clone();
+            self.core.on_joint_state(t, t, &names, &[0.0, a]);
+        }
+
+        /// Feeds both cameras and joints at `t` and returns the observations.
+        fn frame(&mut self, t: i64) -> Vec<Observation> {
+            self.joints(t, 0.0);
+            let mut obs = self.image(0, t, "rgb8");
+            obs.extend(self.image(1, t + MS, "rgb8"));
+            obs
+        }
+    }
+
+    #[test]
+    fn observations_need_an_instruction_and_carry_state_and_images() {
+        let mut r = Rig::new();
+        // A set is complete once later frames prove it optimal.
+        for t in [0, 33, 66] {
+            assert!(r.frame(t * MS).is_empty());
+        }
+        let key = ("camera/main/image_raw".to_owned(), "no instruction yet".to_owned());
+        assert_eq!(r.stats.lock().unwrap().dropped.get(&key), Some(&2));
+        r.core.on_instruction("  pick up the ball ");
+        assert_eq!(r.core.instruction(), Some("pick up the ball"));
+        let obs = r.frame(100 * MS);
+        assert_eq!(obs.len(), 1);
+        let o = &obs[0];
+        assert_eq!(o.stamp, 67 * MS);
+        assert_eq!(o.state, vec![0.0, 0.0]);
+        assert_eq!(o.images.len(), 2 * 2 * 2 * 3);
+        assert_eq!(&o.images[..3], &[0, 0, 0]);
+        assert_eq!(&o.images[12..15], &[50, 50, 50]);
+        assert_eq!(o.instruction_seq, 1);
+        let st = r.stats.lock().unwrap();
+        assert_eq!(st.used["camera/main/image_raw"], 1);
+        assert_eq!(st.received["camera/main/image_raw"], 4);
+    }
+
+    #[test]
+    fn bad_instructions_are_rejected_and_the_previous_one_stays() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go left");
+        for bad in ["", "   ", "go\u{7}left", &"x".repeat(17)] {
+            r.core.on_instruction(bad);
+            assert_eq!(r.core.instruction(), Some("go left"));
+        }
+        let st = r.stats.lock().unwrap();
+        assert_eq!(st.received["instruction"], 5);
+        assert_eq!(st.used["instruction"], 1);
+        assert_eq!(st.dropped_total(), 4);
+    }
+
+    #[test]
+    fn bad_images_are_counted_and_do_not_refresh_the_camera() {
+        let mut r = Rig::new();
+        assert!(r.image(0, 0, "yuv422").is_empty());
+        let out = r.core.tick(0);
+        assert_eq!(out.state, ControlState::Stale { topic: "camera/main/image_raw".into(), never: true });
+        assert_eq!(out.command, None);
+        let st = r.stats.lock().unwrap();
+        assert_eq!(st.dropped_total(), 1);
+        assert!(st.dropped.keys().next().unwrap().1.contains("yuv422"));
+    }
+
+    /// Runs inputs every 10 ms and ticks every 10 ms, with a chunk of constant `target`
+    /// for each observation; returns the commands.
+    fn drive(r: &mut Rig, from: i64, to: i64, target: f64, silent_camera_after: Option<i64>) -> Vec<(i64, TickOutput)> {
+        let mut outs = Vec::new();
+        let mut t = from;
+        while t < to {
+            r.joints(t, 0.0);
+            let mut obs = r.image(0, t, "rgb8");
+            if silent_camera_after.is_none_or(|s| t < s) {
+                obs.extend(r.image(1, t + MS, "rgb8"));
+            }
+            for o in obs {
+                r.core.on_chunk(o.arrival, o.instruction_seq, &vec![vec![target, -target]; 10]);
+            }
+            outs.push((t, r.core.tick(t)));
+            t += 10 * MS;
+        }
+        outs
+    }
+
+    #[test]
+    fn commands_are_step_limited_then_hold_when_a_camera_goes_silent_then_resume() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go");
+        let outs = drive(&mut r, 0, 300 * MS, 0.5, None);
+        let cmds: Vec<_> = outs.iter().filter_map(|(_, o)| o.command.clone()).collect();
+        assert!(!cmds.is_empty());
+        // Ramps by at most 0.1 per tick from the measured state, towards 0.5 / -0.5.
+        for w in cmds.windows(2) {
+            assert!((w[1][0] - w[0][0]).abs() <= 0.1 + 1e-12);
+        }
+        assert_eq!(cmds.last().unwrap(), &vec![0.5, -0.5]);
+        assert_eq!(outs.last().unwrap().1.state, ControlState::Running);
+
+        // Camera 1 stops: after its timeout the node holds the last command.
+        let outs = drive(&mut r, 300 * MS, 600 * MS, 0.9, Some(300 * MS));
+        let stale = outs.iter().find(|(_, o)| matches!(o.state, ControlState::Stale { .. })).expect("goes stale");
+        assert!(stale.0 > 300 * MS + 100 * MS - 20 * MS, "stale only after camera_timeout_s");
+        assert!(stale.1.state_changed);
+        let held: Vec<_> = outs.iter().filter(|(_, o)| o.state.is_hold()).map(|(_, o)| o.command.clone().unwrap()).collect();
+        assert!(held.windows(2).all(|w| w[0] == w[1]), "hold means hold");
+        assert!(outs.last().unwrap().1.state.level() == 2);
+
+        // It returns: the node resumes towards the new target.
+        let outs = drive(&mut r, 600 * MS, 900 * MS, 0.9, None);
+        assert_eq!(outs.last().unwrap().1.state, ControlState::Running);
+        assert_eq!(outs.last().unwrap().1.command, Some(vec![0.9, -0.9]));
+    }
+
+    #[test]
+    fn a_new_instruction_discards_queued_actions_of_the_old_one() {
+        let mut r = Rig::new();
+        r.core.on_instruction("one");
+        drive(&mut r, 0, 200 * MS, 0.3, None);
+        r.core.on_instruction("two");
+        // A late chunk of the first instruction is discarded...
+        r.core.on_chunk(200 * MS, 1, &vec![vec![-0.9, -0.9]; 10]);
+        assert_eq!(r.stats.lock().unwrap().dropped[&("policy".into(), "chunk computed for a previous instruction".into())], 1);
+        // ...and the queued actions go at the first chunk of the second.
+        r.core.on_chunk(200 * MS, 2, &vec![vec![0.35, 0.0]; 2]);
+        let out = r.core.tick(210 * MS).command.unwrap();
+        // From (0.3, -0.3): joint a to 0.35, joint b one 0.1 step towards 0.
+        assert!((out[0] - 0.35).abs() < 1e-12 && (out[1] + 0.2).abs() < 1e-12, "{out:?}");
+    }
+
+    #[test]
+    fn policy_faults_and_non_finite_actions_hold() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go");
+        drive(&mut r, 0, 100 * MS, 0.2, None);
+        let before = r.core.tick(100 * MS).command.unwrap();
+        r.core.on_policy_error("boom");
+        let out = r.core.tick(110 * MS);
+        assert_eq!(out.state, ControlState::PolicyFault("boom".into()));
+        assert_eq!(out.command.unwrap(), before);
+        // A NaN action is refused by the safety filter: hold, and counted.
+        r.core.on_chunk(110 * MS, 1, &vec![vec![f64::NAN, 0.0]; 10]);
+        let out = r.core.tick(120 * MS);
+        assert!(matches!(out.state, ControlState::PolicyFault(_)));
+        assert_eq!(out.command.unwrap(), before);
+    }
+
+    #[test]
+    fn clock_jump_backwards_resets_and_holds() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go");
+        drive(&mut r, 1000 * MS, 1200 * MS, 0.2, None);
+        let out = r.core.tick(0);
+        assert_eq!(out.state, ControlState::ClockJump);
+        let out = r.core.tick(10 * MS);
+        assert!(matches!(out.state, ControlState::Stale { never: true, .. }));
+        let outs = drive(&mut r, 20 * MS, 200 * MS, 0.2, None);
+        assert_eq!(outs.last().unwrap().1.state, ControlState::Running);
+    }
+}

@@ -1,0 +1,28 @@
+//! vla_controller: a ROS 2 node that runs vision-language-action policies.
+//!
+//! The parts, from input to output:
+//! - [`image`]: sensor_msgs/Image fields to the policy's RGB input;
+//! - [`sync`]: ApproximateTime synchronization of the cameras;
+//! - [`joints`]: joint states matched by name, paired by stamp;
+//! - [`tokenizer`]: the policy's character tokenizer;
+//! - [`policy`]: the TorchScript policy through libtorch and its contract;
+//! - [`smoothing`]: action chunks to one action per control tick;
+//! - [`safety`]: limits, step bound and finite check on every command;
+//! - [`core`]: all of the above as one ROS-free pipeline, driven by the node and tests;
+//! - [`node`]: the r2r adapter;
+//! - [`config`], [`stats`], [`error`]: parameters, counters, the error type.
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod image;
+pub mod joints;
+pub mod node;
+pub mod policy;
+pub mod safety;
+pub mod smoothing;
+pub mod stats;
+pub mod sync;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

@@ -1,0 +1,419 @@
+//! The ROS 2 adapter: parameters, subscriptions, publishers and the three activities of
+//! the node, kept apart so that none can delay another:
+//!
+//! - receiving: one task per subscription decodes its messages (outside any lock) and
+//!   feeds [`Core`]; completed observations go to a one-place slot where the newest wins;
+//! - inference: a dedicated thread takes the newest observation, runs the policy, and
+//!   hands the chunk to [`Core`]; at most one inference is in flight;
+//! - control: a timer at the control rate asks [`Core`] for this tick's command and
+//!   publishes it.
+//!
+//! r2r's executor is spun in its own thread so that messages are delivered as they come.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use r2r::{
+    builtin_interfaces::msg::{Duration as RosDuration, Time},
+    diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
+    sensor_msgs::msg::{Image, JointState},
+    std_msgs::msg::{Float64MultiArray, Header, String as RosString},
+    trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint},
+    ParameterValue, QosProfile,
+};
+
+use crate::config::{CommandType, Config, ParamValue, Params, PARAMETERS};
+use crate::core::{camera_topic, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
+use crate::image::RawImage;
+use crate::policy::Policy;
+use crate::stats::{SharedStats, Stats};
+
+const NODE_NAME: &str = "vla_controller";
+const COMMAND_TOPIC: &str = "joint_commands";
+
+/// A one-place mailbox: `put` replaces what is there (newest wins), `take` waits.
+struct LatestSlot<T> {
+    value: Mutex<(Option<T>, bool)>,
+    ready: Condvar,
+}
+
+impl<T> LatestSlot<T> {
+    fn new() -> Self {
+        LatestSlot { value: Mutex::new((None, false)), ready: Condvar::new() }
+    }
+
+    /// Returns the value it replaced, if any.
+    fn put(&self, v: T) -> Option<T> {
+        let mut g = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        let old = g.0.replace(v);
+        self.ready.notify_one();
+        old
+    }
+
+    /// The newest value, or `None` once closed.
+    fn take(&self) -> Option<T> {
+        let mut g = self.value.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if g.1 {
+                return None;
+            }
+            if let Some(v) = g.0.take() {
+                return Some(v);
+            }
+            g = self.ready.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn close(&self) {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.ready.notify_all();
+    }
+}
+
+fn to_param_value(v: &ParameterValue) -> Option<ParamValue> {
+    Some(match v {
+        ParameterValue::Bool(b) => ParamValue::Bool(*b),
+        ParameterValue::Integer(i) => ParamValue::Integer(*i),
+        ParameterValue::Double(d) => ParamValue::Double(*d),
+        ParameterValue::String(s) => ParamValue::String(s.clone()),
+        ParameterValue::BoolArray(v) => ParamValue::BoolArray(v.clone()),
+        ParameterValue::IntegerArray(v) => ParamValue::IntegerArray(v.clone()),
+        ParameterValue::DoubleArray(v) => ParamValue::DoubleArray(v.clone()),
+        ParameterValue::StringArray(v) => ParamValue::StringArray(v.clone()),
+        ParameterValue::NotSet | ParameterValue::ByteArray(_) => return None,
+    })
+}
+
+fn from_param_value(v: ParamValue) -> ParameterValue {
+    match v {
+        ParamValue::Bool(b) => ParameterValue::Bool(b),
+        ParamValue::Integer(i) => ParameterValue::Integer(i),
+        ParamValue::Double(d) => ParameterValue::Double(d),
+        ParamValue::String(s) => ParameterValue::String(s),
+        ParamValue::BoolArray(v) => ParameterValue::BoolArray(v),
+        ParamValue::IntegerArray(v) => ParameterValue::IntegerArray(v),
+        ParamValue::DoubleArray(v) => ParameterValue::DoubleArray(v),
+        ParamValue::StringArray(v) => ParameterValue::StringArray(v),
+    }
+}
+
+fn stamp_ns(t: &Time) -> i64 {
+    t.sec as i64 * 1_000_000_000 + t.nanosec as i64
+}
+
+fn ns_to_time(ns: i64) -> Time {
+    Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+}
+
+#[derive(Clone)]
+struct Clock(Arc<Mutex<r2r::Clock>>);
+
+impl Clock {
+    /// The node's clock in nanoseconds: /clock under use_sim_time, system time otherwise.
+    fn now(&self) -> i64 {
+        let d = self.0.lock().unwrap_or_else(|e| e.into_inner()).get_now().unwrap_or_default();
+        d.as_nanos() as i64
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything start-up decided, before anything runs.
+struct Setup {
+    node: r2r::Node,
+    cfg: Config,
+    policy: Policy,
+}
+
+fn setup() -> anyhow::Result<Setup> {
+    let ctx = r2r::Context::create().context("initializing ROS 2")?;
+    let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
+    let params: Params = lock(&node.params)
+        .iter()
+        .filter_map(|(k, p)| to_param_value(&p.value).map(|v| (k.clone(), v)))
+        .collect();
+    let (cfg, unknown) = Config::from_params(&params)?;
+    for name in unknown {
+        tracing::warn!(parameter = name, "unknown parameter ignored (a typo?)");
+    }
+    // Declare every parameter with the value in effect, so `ros2 param get` shows it.
+    {
+        let mut p = lock(&node.params);
+        for (name, value) in cfg.to_params() {
+            let description = PARAMETERS.iter().find(|(n, _)| *n == name).map_or("", |(_, d)| d);
+            let mut param = r2r::Parameter::new(from_param_value(value));
+            param.description = description;
+            p.insert(name, param);
+        }
+    }
+    if params.get("use_sim_time") == Some(&ParamValue::Bool(true)) {
+        node.get_time_source().enable_sim_time(&mut node).context("enabling use_sim_time")?;
+        tracing::info!("use_sim_time: following /clock");
+    }
+    if cfg.torch_threads > 0 {
+        tch::set_num_threads(cfg.torch_threads as i32);
+    }
+    let policy = Policy::load(&cfg.policy_path, cfg.device)?;
+    policy.check(&cfg)?;
+    let m = policy.meta();
+    tracing::info!(
+        policy = m.name,
+        path = %cfg.policy_path.display(),
+        device = %cfg.device,
+        chunk_length = m.chunk_length,
+        input = format!("{}x{}", m.image_width, m.image_height),
+        "policy loaded and checked"
+    );
+    Ok(Setup { node, cfg, policy })
+}
+
+/// Runs the node until SIGINT or SIGTERM.
+pub fn run() -> anyhow::Result<()> {
+    let Setup { mut node, cfg, policy } = setup()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let _enter = rt.enter();
+
+    let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
+    let core = Arc::new(Mutex::new(Core::new(&cfg, policy.meta(), stats.clone())));
+    let decoder = ImageDecoder::new(&cfg, policy.meta());
+    let slot: Arc<LatestSlot<Observation>> = Arc::new(LatestSlot::new());
+    let clock = Clock(node.get_ros_clock());
+
+    // Parameter services (list/get/set/describe). Changes take effect on restart.
+    let (param_server, mut param_events) = node.make_parameter_handler()?;
+    rt.spawn(param_server);
+    rt.spawn(async move {
+        while let Some((name, value)) = param_events.next().await {
+            tracing::warn!(parameter = name, ?value, "parameter changed; it takes effect when the node restarts");
+        }
+    });
+
+    // Cameras: best effort (sensor data), which also accepts reliable publishers.
+    for (i, name) in cfg.camera_names.iter().enumerate() {
+        let mut sub = node.subscribe::<Image>(&camera_topic(name), QosProfile::sensor_data())?;
+        let (core, slot, clock, stats) = (core.clone(), slot.clone(), clock.clone(), stats.clone());
+        rt.spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let now = clock.now();
+                let raw = RawImage {
+                    width: msg.width,
+                    height: msg.height,
+                    encoding: &msg.encoding,
+                    step: msg.step,
+                    data: &msg.data,
+                };
+                let decoded = decoder.decode(&raw);
+                let observations = lock(&core).on_image(i, stamp_ns(&msg.header.stamp), now, decoded);
+                for obs in observations {
+                    if slot.put(obs).is_some() {
+                        lock(&stats).observations_superseded += 1;
+                    }
+                }
+            }
+        });
+    }
+    {
+        let mut sub = node.subscribe::<JointState>(JOINT_STATES_TOPIC, QosProfile::sensor_data().keep_last(20))?;
+        let (core, clock) = (core.clone(), clock.clone());
+        rt.spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let now = clock.now();
+                lock(&core).on_joint_state(stamp_ns(&msg.header.stamp), now, &msg.name, &msg.position);
+            }
+        });
+    }
+    {
+        // Reliable and transient-local: a node started after the instruction was sent
+        // (by a transient-local publisher) still receives it.
+        let qos = QosProfile::default().keep_last(1).transient_local();
+        let mut sub = node.subscribe::<RosString>(INSTRUCTION_TOPIC, qos)?;
+        let core = core.clone();
+        rt.spawn(async move {
+            while let Some(msg) = sub.next().await {
+                lock(&core).on_instruction(&msg.data);
+            }
+        });
+    }
+
+    // Inference, off the async reactor.
+    let inference = {
+        let (core, slot, stats) = (core.clone(), slot.clone(), stats.clone());
+        std::thread::Builder::new().name("inference".into()).spawn(move || {
+            while let Some(obs) = slot.take() {
+                let t0 = Instant::now();
+                let result = policy.infer(&obs.images, &obs.state, &obs.tokens);
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                match result {
+                    Ok(out) => {
+                        {
+                            let mut st = lock(&stats);
+                            st.inferences += 1;
+                            st.inference_ms_last = ms;
+                            st.inference_ms_max = st.inference_ms_max.max(ms);
+                        }
+                        lock(&core).on_chunk(obs.arrival, obs.instruction_seq, &out.actions);
+                    }
+                    Err(e) => {
+                        lock(&stats).inference_errors += 1;
+                        tracing::error!(error = %e, "inference failed; holding position");
+                        lock(&core).on_policy_error(&e.to_string());
+                    }
+                }
+            }
+        })?
+    };
+
+    // Control loop.
+    let period = Duration::from_nanos(cfg.control_period_ns() as u64);
+    {
+        let command_qos = QosProfile::default().keep_last(10);
+        let publisher = match cfg.command_type {
+            CommandType::Float64MultiArray => {
+                CommandPublisher::Array(node.create_publisher::<Float64MultiArray>(COMMAND_TOPIC, command_qos)?)
+            }
+            CommandType::JointTrajectory => {
+                CommandPublisher::Trajectory(node.create_publisher::<JointTrajectory>(COMMAND_TOPIC, command_qos)?)
+            }
+        };
+        let (core, clock, joint_names) = (core.clone(), clock.clone(), cfg.joint_names.clone());
+        rt.spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                let now = clock.now();
+                let out = lock(&core).tick(now);
+                if out.state_changed {
+                    match out.state.level() {
+                        0 => tracing::info!("{}", out.state),
+                        _ => tracing::warn!("{}", out.state),
+                    }
+                }
+                if let Some(cmd) = out.command {
+                    if let Err(e) = publisher.publish(cmd, now, &joint_names, period) {
+                        tracing::error!(error = %e, "publishing the command failed");
+                    }
+                }
+            }
+        });
+    }
+
+    // Diagnostics.
+    {
+        let publisher = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
+        let (core, clock, stats) = (core.clone(), clock.clone(), stats.clone());
+        let name = format!("{}: pipeline", node.fully_qualified_name()?);
+        let every = Duration::from_secs_f64(1.0 / cfg.diagnostics_rate_hz);
+        rt.spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            loop {
+                interval.tick().await;
+                let state = lock(&core).state().clone();
+                let status = diagnostic_status(&name, &state, &lock(&stats));
+                let msg = DiagnosticArray {
+                    header: Header { stamp: ns_to_time(clock.now()), frame_id: String::new() },
+                    status: vec![status],
+                };
+                if let Err(e) = publisher.publish(&msg) {
+                    tracing::warn!(error = %e, "publishing diagnostics failed");
+                }
+            }
+        });
+    }
+
+    tracing::info!(
+        cameras = ?cfg.camera_names,
+        control_rate_hz = cfg.control_rate_hz,
+        command = COMMAND_TOPIC,
+        "vla_controller running"
+    );
+
+    // Spin r2r's executor in its own thread; a short timeout keeps delivery prompt.
+    let node = Arc::new(Mutex::new(node));
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinner = {
+        let (node, running) = (node.clone(), running.clone());
+        std::thread::Builder::new().name("ros-spin".into()).spawn(move || {
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                lock(&node).spin_once(Duration::from_millis(5));
+            }
+        })?
+    };
+
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shutting down");
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    slot.close();
+    let _ = spinner.join();
+    let _ = inference.join();
+    Ok(())
+}
+
+enum CommandPublisher {
+    Array(r2r::Publisher<Float64MultiArray>),
+    Trajectory(r2r::Publisher<JointTrajectory>),
+}
+
+impl CommandPublisher {
+    fn publish(&self, positions: Vec<f64>, now: i64, joint_names: &[String], period: Duration) -> r2r::Result<()> {
+        match self {
+            CommandPublisher::Array(p) => p.publish(&Float64MultiArray { data: positions, ..Default::default() }),
+            CommandPublisher::Trajectory(p) => p.publish(&JointTrajectory {
+                header: Header { stamp: ns_to_time(now), frame_id: String::new() },
+                joint_names: joint_names.to_vec(),
+                points: vec![JointTrajectoryPoint {
+                    positions,
+                    time_from_start: RosDuration { sec: 0, nanosec: period.as_nanos() as u32 },
+                    ..Default::default()
+                }],
+            }),
+        }
+    }
+}
+
+fn diagnostic_status(name: &str, state: &crate::core::ControlState, st: &Stats) -> DiagnosticStatus {
+    let mut values = vec![
+        ("state".to_owned(), state.to_string()),
+        ("observations".to_owned(), st.observations.to_string()),
+        ("observations_superseded".to_owned(), st.observations_superseded.to_string()),
+        ("inferences".to_owned(), st.inferences.to_string()),
+        ("inference_errors".to_owned(), st.inference_errors.to_string()),
+        ("inference_ms_last".to_owned(), format!("{:.2}", st.inference_ms_last)),
+        ("inference_ms_max".to_owned(), format!("{:.2}", st.inference_ms_max)),
+        ("commands".to_owned(), st.commands.to_string()),
+        ("hold_commands".to_owned(), st.hold_commands.to_string()),
+        ("clipped_by_limit".to_owned(), st.clipped_by_limit.to_string()),
+        ("clipped_by_step".to_owned(), st.clipped_by_step.to_string()),
+        ("dropped_total".to_owned(), st.dropped_total().to_string()),
+    ];
+    for (topic, n) in &st.received {
+        values.push((format!("received/{topic}"), n.to_string()));
+    }
+    for (topic, n) in &st.used {
+        values.push((format!("used/{topic}"), n.to_string()));
+    }
+    for ((topic, reason), n) in &st.dropped {
+        values.push((format!("dropped/{topic}/{reason}"), n.to_string()));
+    }
+    DiagnosticStatus {
+        level: state.level(),
+        name: name.to_owned(),
+        message: state.to_string(),
+        hardware_id: NODE_NAME.to_owned(),
+        values: values.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+    }
+}

@@ -1,0 +1,65 @@
+//! Counters for everything that enters and leaves the pipeline: what /diagnostics shows
+//! and the replay prints. Every input message is counted as received and then either
+//! used or dropped with a reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the same (topic, reason) drop is logged.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: BTreeMap<String, u64>,
+    pub used: BTreeMap<String, u64>,
+    pub dropped: BTreeMap<(String, String), u64>,
+    /// Synchronized camera sets paired with a joint state and an instruction.
+    pub observations: u64,
+    /// Observations replaced by a newer one before inference took them (newest wins).
+    pub observations_superseded: u64,
+    pub inferences: u64,
+    pub inference_errors: u64,
+    /// Forward time of the last inference and the largest seen, in milliseconds.
+    pub inference_ms_last: f64,
+    pub inference_ms_max: f64,
+    pub commands: u64,
+    /// Commands that repeated the previous one because the node was holding.
+    pub hold_commands: u64,
+    pub clipped_by_limit: u64,
+    pub clipped_by_step: u64,
+    last_logged: HashMap<(String, String), Instant>,
+}
+
+pub type SharedStats = Arc<Mutex<Stats>>;
+
+impl Stats {
+    pub fn received(&mut self, topic: &str) {
+        *self.received.entry(topic.to_owned()).or_default() += 1;
+    }
+
+    pub fn used(&mut self, topic: &str, n: u64) {
+        *self.used.entry(topic.to_owned()).or_default() += n;
+    }
+
+    /// Counts a dropped or rejected input and logs it, at most once per `LOG_EVERY` for
+    /// the same topic and reason (with the count so far).
+    pub fn dropped(&mut self, topic: &str, reason: &str) {
+        let key = (topic.to_owned(), reason.to_owned());
+        let n = {
+            let c = self.dropped.entry(key.clone()).or_default();
+            *c += 1;
+            *c
+        };
+        let now = Instant::now();
+        let due = self.last_logged.get(&key).is_none_or(|t| now.duration_since(*t) >= LOG_EVERY);
+        if due {
+            tracing::warn!(topic, reason, count = n, "input dropped");
+            self.last_logged.insert(key, now);
+        }
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+}

@@ -1,0 +1,163 @@
+"""The live node on a real ROS 2 graph: rclpy peers publish three cameras (30 Hz, jittered
+stamps), joint_states (100 Hz, from a simulated arm that follows the commands) and an
+instruction; the tests read what the node publishes."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (message package present)
+from trajectory_msgs.msg import JointTrajectory
+
+from conftest import wait_for
+from vla_demo import scene as sc
+from vla_demo.ros_peers import LATCHED, ScenePublisher, SimArm
+from std_msgs.msg import String
+
+CONTROL_RATE = 50.0
+LOWER, UPPER = sc.JOINT_LOWER, sc.JOINT_UPPER
+START = np.array([0.0, 1.2, -1.8, -0.9, 0.0, 0.04])
+
+
+def two_sided_scene(seed: int = 3):
+    """A scene with one item well to the left (y > 0.12) and one well to the right."""
+    rng = np.random.default_rng(seed)
+    while True:
+        s = sc.sample_scene(rng, 4)
+        left = [i for i, it in enumerate(s.items) if it.y > 0.12]
+        right = [i for i, it in enumerate(s.items) if it.y < -0.12]
+        if left and right:
+            return s, left[0], right[0]
+
+
+def instruction(s, i, lang="en", verb="move_above"):
+    it = s.items[i]
+    return sc.instruction_text(it.colour, it.shape, verb, lang)
+
+
+def xy_error(q, s, i) -> float:
+    tip = sc.fk(q)
+    return math.hypot(tip[0] - s.items[i].x, tip[1] - s.items[i].y)
+
+
+def status(peers):
+    st = peers.recorder.last_status()
+    return (st.level, st.message) if st else None
+
+
+def setup_graph(peers, s, text, prefix=""):
+    cams = ScenePublisher(peers.node, s, prefix=prefix)
+    arm = SimArm(peers.node, START, prefix=prefix)
+    peers.recorder.attach(peers.node, f"{prefix}joint_commands")
+    peers.start()
+    if text is not None:
+        cams.instruct(text)
+    return cams, arm
+
+
+def test_commands_at_control_rate_follow_the_instruction_and_switch(peers, start_node):
+    s, left, right = two_sided_scene()
+    cams, arm = setup_graph(peers, s, instruction(s, left))
+    node = start_node()
+    wait_for(lambda: len(peers.recorder.commands) > 0, 60, "the first command")
+
+    # The arm reaches the instructed item (tool tip within 6 cm in x, y).
+    wait_for(lambda: xy_error(arm.position(), s, left) < 0.06, 20,
+             f"the arm over item {left} ({s.items[left].colour} {s.items[left].shape})")
+
+    # Rate, length, finiteness and limits over a 2 s window.
+    t0 = time.monotonic()
+    time.sleep(2.0)
+    window = peers.recorder.commands_since(t0)
+    rate = len(window) / (window[-1][0] - window[0][0]) if len(window) > 1 else 0
+    assert 0.8 * CONTROL_RATE <= rate <= 1.2 * CONTROL_RATE, f"{rate:.1f} commands/s"
+    for _, c in window:
+        assert len(c) == len(sc.JOINT_NAMES)
+        assert all(math.isfinite(v) for v in c)
+        assert np.all(np.array(c) >= LOWER - 1e-9) and np.all(np.array(c) <= UPPER + 1e-9)
+    gaps = np.diff([t for t, _ in window])
+    assert np.median(gaps) == pytest.approx(1 / CONTROL_RATE, abs=0.006)
+    assert status(peers)[0] == 0, status(peers)
+
+    # A different instruction (in Chinese) on the same scene: the arm goes elsewhere.
+    before = arm.position()
+    cams.instruct(instruction(s, right, "zh", "pick"))
+    wait_for(lambda: xy_error(arm.position(), s, right) < 0.06, 20, f"the arm over item {right}")
+    assert np.abs(arm.position() - before).max() > 0.3
+    assert node.proc.poll() is None
+
+
+def test_holds_when_a_camera_goes_silent_and_resumes(peers, start_node):
+    s, left, right = two_sided_scene(5)
+    cams, arm = setup_graph(peers, s, instruction(s, left))
+    start_node()
+    wait_for(lambda: status(peers) and status(peers)[0] == 0, 60, "the node running")
+
+    cams.silent.add("side")
+    wait_for(lambda: status(peers) and "camera/side/image_raw went silent" in status(peers)[1], 5, "a hold")
+    assert status(peers)[0] == 2  # ERROR
+    # While holding, a new instruction must not move the arm; commands keep coming.
+    cams.instruct(instruction(s, right))
+    t0 = time.monotonic()
+    time.sleep(1.0)
+    held = peers.recorder.commands_since(t0)
+    assert len(held) >= 0.8 * CONTROL_RATE, "hold commands keep the control rate"
+    assert all(c == held[0][1] for _, c in held), "hold means hold"
+
+    cams.silent.clear()
+    wait_for(lambda: status(peers)[0] == 0, 5, "running again")
+    wait_for(lambda: xy_error(arm.position(), s, right) < 0.06, 20, "the arm over the new item")
+
+
+def test_late_node_gets_the_latched_instruction_and_names_are_matched(peers, start_node):
+    s, left, _ = two_sided_scene(7)
+    cams, arm = setup_graph(peers, s, instruction(s, left, "zh"))
+    # The instruction went out before the node existed.
+    time.sleep(0.5)
+    start_node()
+    wait_for(lambda: xy_error(arm.position(), s, left) < 0.06, 60, "the arm over the instructed item")
+
+
+def test_namespace_remap_and_joint_trajectory(peers, start_node):
+    s, left, _ = two_sided_scene(9)
+    cams = ScenePublisher(peers.node, s, prefix="/arm1/")
+    SimArm(peers.node, START, prefix="/arm1/")
+    peers.recorder.attach(peers.node, "/arm1/fwd/commands", JointTrajectory)
+    peers.start()
+    cams.instruct(instruction(s, left))
+    start_node("-r", "__ns:=/arm1", "-r", "joint_commands:=fwd/commands", "-p", "command_type:=joint_trajectory")
+    msg = wait_for(lambda: peers.recorder.commands and peers.recorder.commands[-1][1], 60, "a trajectory")
+    assert list(msg.joint_names) == sc.JOINT_NAMES
+    assert len(msg.points) == 1 and len(msg.points[0].positions) == len(sc.JOINT_NAMES)
+    st = wait_for(lambda: peers.recorder.last_status("/arm1/vla_controller"), 10, "namespaced diagnostics")
+    assert st.name.startswith("/arm1/vla_controller")
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["-p", "control_rate_hz:=-5.0"], ["control_rate_hz", "-5"]),
+        (["-p", "smoothing:=wobbly"], ["smoothing", "wobbly"]),
+        (["-p", "device:=cuda:7"], ["cuda:7"]),
+        (["-p", "joint_names:=[a,b,c,d,e,f]", "-p", "control_rate_hz:=30.0"], ["joints", "control rate", "30"]),
+        (["-p", "policy_path:=/nonexistent/policy.pt"], ["/nonexistent/policy.pt", "no such file"]),
+    ],
+)
+def test_start_up_errors_name_the_problem(start_node, args, expect):
+    node = start_node(*args)
+    code = node.wait_exit(60)
+    out = node.output()
+    assert code != 0, out
+    for e in expect:
+        assert e in out, f"{e!r} not in output:\n{out}"
+
+
+def test_corrupt_policy_file_is_refused(start_node, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a TorchScript archive")
+    node = start_node("-p", f"policy_path:={bad}")
+    assert node.wait_exit(60) != 0
+    assert "not a loadable TorchScript module" in node.output()
