@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-unit test-ros demo clean
+.PHONY: setup build test test-unit test-ros demo bench clean
 
 setup:
 	scripts/setup.sh
@@ -28,3 +28,6 @@ demo: build
 
 clean:
 	cargo clean
+
+bench: build
+	$(ENV) cargo bench --bench pipeline

@@ -22,6 +22,8 @@ else
   _vla_libpython=$(python3 -c 'import sysconfig,os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))' 2>/dev/null)
   case ":${LD_PRELOAD:-}:" in *":$_vla_libpython:"*) ;; *) [ -f "$_vla_libpython" ] && export LD_PRELOAD=$_vla_libpython${LD_PRELOAD:+:$LD_PRELOAD} ;; esac
   export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
+  # Whole camera images over shared memory (see the comment in config/fastdds.xml).
+  export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$_vla_root/config/fastdds.xml}
   # tch links the libtorch of the venv's torch==2.11.0.
   export LIBTORCH_USE_PYTORCH=1
   # r2r 0.9.7 does not know "kilted"; Kilted's headers build with the jazzy bindings.

@@ -1,0 +1,87 @@
+//! `make bench`: time of each stage of the pipeline on this machine, with the demo policy.
+//! Prints median and 99th percentile over many runs; see BENCHMARKS.md.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use vla_controller::config::Config;
+use vla_controller::core::{Core, ImageDecoder};
+use vla_controller::image::RawImage;
+use vla_controller::policy::Policy;
+use vla_controller::stats::Stats;
+
+fn measure(name: &str, runs: usize, mut f: impl FnMut()) {
+    for _ in 0..runs.div_ceil(10) {
+        f(); // warm-up
+    }
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    let p = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+    println!("{name:<48} median {:>9.4} ms   p99 {:>9.4} ms   ({runs} runs)", p(0.5), p(0.99));
+}
+
+fn main() {
+    let cfg = Config { policy_path: "policy/demo_policy.pt".into(), ..Config::default() };
+    let policy = Policy::load(Path::new(&cfg.policy_path), cfg.device).expect("demo policy");
+    policy.check(&cfg).expect("demo policy matches the default config");
+    let meta = policy.meta().clone();
+    println!("torch threads: {}", tch::get_num_threads());
+
+    let (w, h) = (cfg.image_width, cfg.image_height);
+    let data: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+    let raw = RawImage { width: w, height: h, encoding: "rgb8", step: w * 3, data: &data };
+    let decoder = ImageDecoder::new(&cfg, &meta);
+    measure("decode + resize one 640x480 rgb8 image", 500, || {
+        std::hint::black_box(decoder.decode(&raw).unwrap());
+    });
+
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let mut core = Core::new(&cfg, &meta, stats);
+    core.on_instruction("pick up the red block");
+    let names = cfg.joint_names.clone();
+    let q = vec![0.0, 1.2, -1.8, -0.9, 0.0, 0.04];
+    let ms = 1_000_000i64;
+    // Fill the pipeline so that ticks run the full path (ensembling, safety filter).
+    let mut obs = Vec::new();
+    for k in 0..10i64 {
+        let t = k * 33 * ms;
+        core.on_joint_state(t, t, &names, &q);
+        for cam in 0..3 {
+            obs.extend(core.on_image(cam, t + cam as i64 * ms, t, decoder.decode(&raw)));
+        }
+    }
+    let o = obs.last().expect("observations").clone();
+    let out = policy.infer(&o.images, &o.state, &o.tokens).unwrap();
+    let mut now = 330 * ms;
+    measure("policy forward pass (batch 1)", 200, || {
+        std::hint::black_box(policy.infer(&o.images, &o.state, &o.tokens).unwrap());
+    });
+    let period = cfg.control_period_ns();
+    let mut k = 0u64;
+    measure("joint state + control tick (ensemble, safety filter)", 20_000, || {
+        // Every tick a joint state, every other tick a new chunk (inference at ~25 Hz).
+        core.on_joint_state(now, now, &names, &q);
+        if k % 2 == 0 {
+            core.on_chunk(now, o.instruction_seq, &out.actions);
+        }
+        std::hint::black_box(core.tick(now));
+        now += period;
+        k += 1;
+    });
+    let mut t = now + 1000 * ms;
+    measure("camera set: 3 decodes + synchronizer + observation", 300, || {
+        core.on_joint_state(t, t, &names, &q);
+        for cam in 0..3 {
+            let d = decoder.decode(&raw);
+            std::hint::black_box(core.on_image(cam, t + cam as i64 * ms, t, d));
+        }
+        t += 33 * ms;
+    });
+}
