@@ -11,6 +11,7 @@ setup:
 	scripts/setup.sh
 
 build: setup
+	scripts/build_msgs.sh
 	$(ENV) cargo build --release
 
 test: build
@@ -18,6 +19,7 @@ test: build
 	$(ENV) python -m pytest -q tests/ros
 
 test-unit: setup
+	scripts/build_msgs.sh
 	$(ENV) cargo test --release
 
 test-ros: build

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use vla_controller::config::Config;
-use vla_controller::core::{Core, ImageDecoder};
+use vla_controller::core::{CameraImage, Core, ImageDecoder};
 use vla_controller::image::RawImage;
 use vla_controller::policy::Policy;
 use vla_controller::stats::Stats;
@@ -37,6 +37,17 @@ fn main() {
     let (w, h) = (cfg.image_width, cfg.image_height);
     let data: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
     let raw = RawImage { width: w, height: h, encoding: "rgb8", step: w * 3, data: &data };
+    let frame = |stamp: i64| {
+        Arc::new(CameraImage {
+            stamp,
+            frame_id: "camera".into(),
+            width: w,
+            height: h,
+            encoding: "rgb8".into(),
+            step: w * 3,
+            data: data.clone(),
+        })
+    };
     let decoder = ImageDecoder::new(&cfg, &meta);
     measure("decode + resize one 640x480 rgb8 image", 500, || {
         std::hint::black_box(decoder.decode(&raw).unwrap());
@@ -54,7 +65,7 @@ fn main() {
         let t = k * 33 * ms;
         core.on_joint_state(t, t, &names, &q);
         for cam in 0..3 {
-            obs.extend(core.on_image(cam, t + cam as i64 * ms, t, decoder.decode(&raw)));
+            obs.extend(core.on_image(cam, frame(t + cam as i64 * ms), t, decoder.decode(&raw)));
         }
     }
     let o = obs.last().expect("observations").clone();
@@ -79,8 +90,8 @@ fn main() {
     measure("camera set: 3 decodes + synchronizer + observation", 300, || {
         core.on_joint_state(t, t, &names, &q);
         for cam in 0..3 {
-            let d = decoder.decode(&raw);
-            std::hint::black_box(core.on_image(cam, t + cam as i64 * ms, t, d));
+            let (img, d) = (frame(t + cam as i64 * ms), decoder.decode(&raw));
+            std::hint::black_box(core.on_image(cam, img, t, d));
         }
         t += 33 * ms;
     });

@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v2"
+stamp="$venv/.setup-v3"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -36,6 +36,10 @@ python3 -m venv "$venv"
   ros-kilted-diagnostic-msgs ros-kilted-rosgraph-msgs ros-kilted-builtin-interfaces \
   ros-kilted-rcl-interfaces \
   torch==2.11.0 numpy pytest
+# rosidl and ament CMake, to build the interface package in msg/ (scripts/build_msgs.sh).
+"$venv/bin/pip" install -q \
+  ros-kilted-ament-cmake ros-kilted-ament-package catkin-pkg ros-kilted-ament-cmake-ros-core \
+  ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators
 
 # The wheels link rcl straight to Fast DDS and ship no librmw_implementation.so,
 # which r2r links against.

@@ -50,12 +50,41 @@ impl ImageDecoder {
     }
 }
 
+/// A camera image as it arrived (the message's pixel buffer, moved, not copied), kept
+/// with the observation so that explanations can draw on it at full size.
+#[derive(Debug, Clone)]
+pub struct CameraImage {
+    pub stamp: i64,
+    pub frame_id: String,
+    pub width: u32,
+    pub height: u32,
+    pub encoding: String,
+    pub step: u32,
+    pub data: Vec<u8>,
+}
+
+impl CameraImage {
+    pub fn raw(&self) -> RawImage<'_> {
+        RawImage { width: self.width, height: self.height, encoding: &self.encoding, step: self.step, data: &self.data }
+    }
+
+    /// The image as RGB at its own size.
+    pub fn to_rgb(&self) -> crate::Result<image::RgbImage> {
+        let mut out = Vec::new();
+        let (w, h) = (self.width as usize, self.height as usize);
+        decode_resize(&self.raw(), (self.width, self.height), w, h, &mut out)
+            .map_err(|e| crate::Error::Rejected { topic: self.frame_id.clone(), reason: e.to_string() })?;
+        Ok(image::RgbImage::from_raw(self.width, self.height, out).expect("decode_resize fills w x h x 3"))
+    }
+}
+
 /// One camera frame at the policy's size, waiting in the synchronizer.
 #[derive(Debug)]
 pub struct Frame {
     pub rgb: Vec<u8>,
     /// When it arrived, on the node's clock.
     pub arrival: i64,
+    pub source: Arc<CameraImage>,
 }
 
 /// Everything one inference needs.
@@ -74,6 +103,8 @@ pub struct Observation {
     pub tokens: Arc<Tokens>,
     /// Increases with every new instruction.
     pub instruction_seq: u64,
+    /// The camera images of the set, in camera order.
+    pub cameras: Vec<Arc<CameraImage>>,
 }
 
 /// Why the node is or is not executing the policy's actions.
@@ -200,7 +231,14 @@ impl Core {
 
     /// A camera message, already decoded (or rejected) by [`ImageDecoder`]. Returns the
     /// observations it completed, oldest first.
-    pub fn on_image(&mut self, camera: usize, stamp: i64, now: i64, decoded: Result<Vec<u8>, ImageError>) -> Vec<Observation> {
+    pub fn on_image(
+        &mut self,
+        camera: usize,
+        image: Arc<CameraImage>,
+        now: i64,
+        decoded: Result<Vec<u8>, ImageError>,
+    ) -> Vec<Observation> {
+        let stamp = image.stamp;
         let topic = &self.camera_topics[camera];
         self.stats().received(topic);
         let rgb = match decoded {
@@ -211,7 +249,7 @@ impl Core {
             }
         };
         self.last_arrival[camera] = Some(now);
-        let out = self.sync.add(camera, stamp, Frame { rgb, arrival: now });
+        let out = self.sync.add(camera, stamp, Frame { rgb, arrival: now, source: image });
         for (k, _, _, reason) in &out.dropped {
             let t = self.camera_topics[*k].clone();
             self.stats().dropped(&t, reason.reason());
@@ -233,6 +271,7 @@ impl Core {
                     instruction: instr.text.clone(),
                     tokens: instr.tokens.clone(),
                     instruction_seq: instr.seq,
+                    cameras: set.iter().map(|(_, f)| f.source.clone()).collect(),
                 };
                 let mut st = self.stats();
                 for t in &self.camera_topics {
@@ -496,10 +535,17 @@ mod tests {
         }
 
         fn image(&mut self, cam: usize, t: i64, encoding: &str) -> Vec<Observation> {
-            let data = vec![cam as u8 * 50; 4 * 4 * 3];
-            let raw = RawImage { width: 4, height: 4, encoding, step: 12, data: &data };
-            let d = self.decoder.decode(&raw);
-            self.core.on_image(cam, t, t, d)
+            let img = Arc::new(CameraImage {
+                stamp: t,
+                frame_id: format!("cam{cam}"),
+                width: 4,
+                height: 4,
+                encoding: encoding.into(),
+                step: 12,
+                data: vec![cam as u8 * 50; 4 * 4 * 3],
+            });
+            let d = self.decoder.decode(&img.raw());
+            self.core.on_image(cam, img, t, d)
         }
 
         fn joints(&mut self, t: i64, a: f64) {
@@ -536,6 +582,8 @@ mod tests {
         assert_eq!(&o.images[..3], &[0, 0, 0]);
         assert_eq!(&o.images[12..15], &[50, 50, 50]);
         assert_eq!(o.instruction_seq, 1);
+        assert_eq!(o.cameras.iter().map(|c| c.stamp).collect::<Vec<_>>(), vec![66 * MS, 67 * MS]);
+        assert_eq!(o.cameras[1].to_rgb().unwrap().get_pixel(3, 3).0, [50, 50, 50]);
         let st = r.stats.lock().unwrap();
         assert_eq!(st.used["camera/main/image_raw"], 1);
         assert_eq!(st.received["camera/main/image_raw"], 4);

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod explain;
 pub mod image;
 pub mod joints;
 pub mod node;

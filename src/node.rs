@@ -25,8 +25,7 @@ use r2r::{
 };
 
 use crate::config::{CommandType, Config, ParamValue, Params, PARAMETERS};
-use crate::core::{camera_topic, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
-use crate::image::RawImage;
+use crate::core::{camera_topic, CameraImage, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
 use crate::policy::Policy;
 use crate::stats::{SharedStats, Stats};
 
@@ -202,15 +201,17 @@ pub fn run() -> anyhow::Result<()> {
         rt.spawn(async move {
             while let Some(msg) = sub.next().await {
                 let now = clock.now();
-                let raw = RawImage {
+                let image = Arc::new(CameraImage {
+                    stamp: stamp_ns(&msg.header.stamp),
+                    frame_id: msg.header.frame_id,
                     width: msg.width,
                     height: msg.height,
-                    encoding: &msg.encoding,
+                    encoding: msg.encoding,
                     step: msg.step,
-                    data: &msg.data,
-                };
-                let decoded = decoder.decode(&raw);
-                let observations = lock(&core).on_image(i, stamp_ns(&msg.header.stamp), now, decoded);
+                    data: msg.data,
+                });
+                let decoded = decoder.decode(&image.raw());
+                let observations = lock(&core).on_image(i, image, now, decoded);
                 for obs in observations {
                     if slot.put(obs).is_some() {
                         lock(&stats).observations_superseded += 1;
