@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::explain::Method;
 
 /// A parameter value as ROS 2 knows it, without the ROS types.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +48,8 @@ pub enum Device {
 }
 
 impl Device {
-    fn parse(s: &str) -> Option<Device> {
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(s: &str) -> Option<Device> {
         match s {
             "cpu" => Some(Device::Cpu),
             "cuda" => Some(Device::Cuda(0)),
@@ -123,6 +125,18 @@ pub struct Config {
     pub command_type: CommandType,
     /// Rate of /diagnostics.
     pub diagnostics_rate_hz: f64,
+    /// Explanations: tokens whose weight relative to the largest is under this are drawn
+    /// neutral in the language heatmap. Changeable at run time.
+    pub attention_threshold: f64,
+    /// Explanations: weight of the colour map over the camera image. Changeable at run time.
+    pub activation_alpha: f64,
+    /// Explanations: at most this many per second, newest inference first. Changeable at
+    /// run time.
+    pub explain_rate_hz: f64,
+    /// Explanations: where the patch grids come from. Changeable at run time.
+    pub explanation_method: Method,
+    /// Occluded copies per forward pass in occlusion attribution.
+    pub occlusion_batch: usize,
 }
 
 impl Default for Config {
@@ -157,6 +171,11 @@ impl Default for Config {
             max_step_per_tick: vec![0.05, 0.05, 0.05, 0.05, 0.05, 0.01],
             command_type: CommandType::Float64MultiArray,
             diagnostics_rate_hz: 1.0,
+            attention_threshold: 0.3,
+            activation_alpha: 0.4,
+            explain_rate_hz: 5.0,
+            explanation_method: Method::Occlusion,
+            occlusion_batch: 64,
         }
     }
 }
@@ -186,7 +205,16 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("max_step_per_tick", "largest command change per joint per control tick"),
     ("command_type", "float64_multi_array or joint_trajectory"),
     ("diagnostics_rate_hz", "rate of /diagnostics"),
+    ("attention_threshold", "heatmap: weights under this fraction of the largest are drawn neutral"),
+    ("activation_alpha", "overlay: weight of the colour map over the camera image"),
+    ("explain_rate_hz", "explanations per second at most, newest inference first"),
+    ("explanation_method", "occlusion or policy_attention"),
+    ("occlusion_batch", "occluded copies per forward pass"),
 ];
+
+/// Parameters that take effect while the node runs (the others on restart).
+pub const RUNTIME_PARAMETERS: &[&str] =
+    &["attention_threshold", "activation_alpha", "explain_rate_hz", "explanation_method"];
 
 /// Parameters every ROS node has; accepted without being ours.
 const ROS_PARAMETERS: &[&str] = &["use_sim_time", "start_type_description_service"];
@@ -220,6 +248,15 @@ impl Reader<'_> {
             Ok(v)
         } else {
             Err(Error::param(name, v, "must be a finite number > 0"))
+        }
+    }
+
+    fn unit(&self, name: &str, default: f64) -> Result<f64> {
+        let v = self.f64(name, default)?;
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(Error::param(name, v, "must be in [0, 1]"))
         }
     }
 
@@ -357,6 +394,15 @@ impl Config {
             smoothing,
             command_type,
             diagnostics_rate_hz: r.positive("diagnostics_rate_hz", d.diagnostics_rate_hz)?,
+            attention_threshold: r.unit("attention_threshold", d.attention_threshold)?,
+            activation_alpha: r.unit("activation_alpha", d.activation_alpha)?,
+            explain_rate_hz: r.positive("explain_rate_hz", d.explain_rate_hz)?,
+            explanation_method: {
+                let m = r.string("explanation_method", &d.explanation_method.to_string())?;
+                Method::parse(&m)
+                    .ok_or_else(|| Error::param("explanation_method", &m, "expected occlusion or policy_attention"))?
+            },
+            occlusion_batch: r.count("occlusion_batch", d.occlusion_batch, 1)?,
         };
         cfg.validate()?;
 
@@ -430,7 +476,22 @@ impl Config {
             }),
         );
         p.insert("diagnostics_rate_hz".into(), ParamValue::Double(self.diagnostics_rate_hz));
+        p.insert("attention_threshold".into(), ParamValue::Double(self.attention_threshold));
+        p.insert("activation_alpha".into(), ParamValue::Double(self.activation_alpha));
+        p.insert("explain_rate_hz".into(), ParamValue::Double(self.explain_rate_hz));
+        p.insert("explanation_method".into(), s(&self.explanation_method.to_string()));
+        p.insert("occlusion_batch".into(), ParamValue::Integer(self.occlusion_batch as i64));
         p
+    }
+
+    /// Applies a run-time change of one of [`RUNTIME_PARAMETERS`], validated as at start-up.
+    pub fn with_runtime_change(&self, name: &str, value: &ParamValue) -> Result<Config> {
+        if !RUNTIME_PARAMETERS.contains(&name) {
+            return Err(Error::param(name, value, "takes effect only when the node restarts"));
+        }
+        let mut p = self.to_params();
+        p.insert(name.to_owned(), value.clone());
+        Ok(Config::from_params(&p)?.0)
     }
 
     /// Control period in nanoseconds.
@@ -538,6 +599,19 @@ mod tests {
         assert_eq!(cfg.smoothing, Smoothing::Exponential { alpha: 0.25 });
         p.insert("exponential_alpha".into(), ParamValue::Double(1.5));
         assert!(Config::from_params(&p).is_err());
+    }
+
+    #[test]
+    fn runtime_changes_are_validated_and_limited_to_runtime_parameters() {
+        let cfg = Config::default();
+        let c = cfg.with_runtime_change("attention_threshold", &ParamValue::Double(0.5)).unwrap();
+        assert_eq!(c.attention_threshold, 0.5);
+        let c = cfg.with_runtime_change("explanation_method", &ParamValue::String("policy_attention".into())).unwrap();
+        assert_eq!(c.explanation_method, Method::PolicyAttention);
+        let e = cfg.with_runtime_change("activation_alpha", &ParamValue::Double(1.5)).unwrap_err().to_string();
+        assert!(e.contains("activation_alpha") && e.contains("[0, 1]"), "{e}");
+        let e = cfg.with_runtime_change("control_rate_hz", &ParamValue::Double(10.0)).unwrap_err().to_string();
+        assert!(e.contains("restarts"), "{e}");
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub struct TickOutput {
     /// The command to publish; `None` until the node has commanded anything (holding
     /// before the first command means sending nothing).
     pub command: Option<Vec<f64>>,
+    /// The smoothed action for this tick before the safety filter, when running: where
+    /// the policy is taking the arm (published as predicted motion).
+    pub target: Option<Vec<f64>>,
     pub state: ControlState,
     /// True when `state` differs from the previous tick's.
     pub state_changed: bool,
@@ -397,11 +400,13 @@ impl Core {
             self.tick_base = Some(now);
         }
         let mut state = if self.clock_jumped { ControlState::ClockJump } else { self.input_state(now) };
+        let mut smoothed = None;
         if state == ControlState::Running {
             let tick = self.tick_index(now);
             match self.smoother.action_for(tick) {
                 None => state = ControlState::WaitingForActions,
                 Some(target) => {
+                    smoothed = Some(target.clone());
                     let previous = self.last_command.clone().or_else(|| self.joints.latest().map(<[f64]>::to_vec));
                     match previous.map(|p| self.safety.apply(&target, &p)) {
                         Some(Ok((cmd, clipped))) => {
@@ -436,7 +441,12 @@ impl Core {
         self.clock_jumped = false;
         let state_changed = state != self.state;
         self.state = state.clone();
-        TickOutput { command: self.last_command.clone(), state, state_changed }
+        TickOutput {
+            command: self.last_command.clone(),
+            target: if state.is_hold() { None } else { smoothed },
+            state,
+            state_changed,
+        }
     }
 
     fn reset_after_clock_jump(&mut self) {

@@ -17,6 +17,7 @@ pub mod core;
 pub mod error;
 pub mod explain;
 pub mod image;
+pub mod inspect;
 pub mod joints;
 pub mod node;
 pub mod policy;

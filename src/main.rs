@@ -1,7 +1,19 @@
-//! The `vla_controller` binary: `vla_controller --ros-args --params-file config/controller.yaml`.
+//! The `vla_controller` binary.
+//!
+//! - `vla_controller --ros-args --params-file config/controller.yaml`: the node;
+//! - `vla_controller inspect ...`: explanations of one input without a robot.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "vla_controller inspect", about = "Explain one input without a robot")]
+struct Inspect {
+    #[command(flatten)]
+    args: vla_controller::inspect::InspectArgs,
+}
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -12,7 +24,23 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-    match vla_controller::node::run() {
+    // Anything but a subcommand is the node, whose arguments belong to rcl (--ros-args).
+    let result = match std::env::args().nth(1).as_deref() {
+        Some("inspect") => {
+            let cli = Inspect::parse_from(std::env::args().skip(1));
+            vla_controller::inspect::run(cli.args)
+        }
+        Some("--help" | "-h") => {
+            println!(
+                "vla_controller: ROS 2 node running a vision-language-action policy\n\n\
+                 usage:\n  vla_controller --ros-args --params-file config/controller.yaml [-r from:=to] [-p name:=value]\n  \
+                 vla_controller inspect --help"
+            );
+            Ok(())
+        }
+        _ => vla_controller::node::run(),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` prints the whole chain of causes on one line.

@@ -21,12 +21,14 @@ use r2r::{
     sensor_msgs::msg::{Image, JointState},
     std_msgs::msg::{Float64MultiArray, Header, String as RosString},
     trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint},
+    vla_controller_msgs::msg::{ActivationGrid, TokenAttention},
     ParameterValue, QosProfile,
 };
 
 use crate::config::{CommandType, Config, ParamValue, Params, PARAMETERS};
 use crate::core::{camera_topic, CameraImage, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
-use crate::policy::Policy;
+use crate::explain::{self, Explanation, Settings};
+use crate::policy::{Policy, PolicyOutput};
 use crate::stats::{SharedStats, Stats};
 
 const NODE_NAME: &str = "vla_controller";
@@ -96,6 +98,47 @@ fn from_param_value(v: ParamValue) -> ParameterValue {
         ParamValue::DoubleArray(v) => ParameterValue::DoubleArray(v),
         ParamValue::StringArray(v) => ParameterValue::StringArray(v),
     }
+}
+
+/// The configuration as the parameter services see it: reads return what is in effect,
+/// writes are validated like start-up values and accepted only for parameters that take
+/// effect while running (the others are refused with the reason).
+struct LiveConfig(Config);
+
+impl r2r::RosParams for LiveConfig {
+    fn register_parameters(
+        &mut self,
+        _prefix: &str,
+        _param: Option<r2r::Parameter>,
+        _params: &mut r2r::indexmap::IndexMap<String, r2r::Parameter>,
+    ) -> r2r::Result<()> {
+        Ok(()) // declared by `setup`, with descriptions
+    }
+
+    fn get_parameter(&mut self, name: &str) -> r2r::Result<ParameterValue> {
+        self.0
+            .to_params()
+            .remove(name)
+            .map(from_param_value)
+            .ok_or_else(|| r2r::Error::InvalidParameterName { name: name.to_owned() })
+    }
+
+    fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        self.check_parameter(name, value)?;
+        let v = to_param_value(value).expect("checked");
+        self.0 = self.0.with_runtime_change(name, &v).expect("checked");
+        Ok(())
+    }
+
+    fn check_parameter(&self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        let conv = |msg: String| r2r::Error::ParameterValueConv { name: name.to_owned(), msg };
+        let v = to_param_value(value).ok_or_else(|| conv("unsupported value type".into()))?;
+        self.0.with_runtime_change(name, &v).map(|_| ()).map_err(|e| conv(e.to_string()))
+    }
+}
+
+fn lock_live(c: &Mutex<LiveConfig>) -> std::sync::MutexGuard<'_, LiveConfig> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn stamp_ns(t: &Time) -> i64 {
@@ -185,12 +228,14 @@ pub fn run() -> anyhow::Result<()> {
     let slot: Arc<LatestSlot<Observation>> = Arc::new(LatestSlot::new());
     let clock = Clock(node.get_ros_clock());
 
-    // Parameter services (list/get/set/describe). Changes take effect on restart.
-    let (param_server, mut param_events) = node.make_parameter_handler()?;
+    // Parameter services (list/get/set/describe); explanation settings can be changed
+    // while running, other parameters are refused with the reason.
+    let live = Arc::new(Mutex::new(LiveConfig(cfg.clone())));
+    let (param_server, mut param_events) = node.make_derived_parameter_handler(live.clone())?;
     rt.spawn(param_server);
     rt.spawn(async move {
         while let Some((name, value)) = param_events.next().await {
-            tracing::warn!(parameter = name, ?value, "parameter changed; it takes effect when the node restarts");
+            tracing::info!(parameter = name, ?value, "parameter changed");
         }
     });
 
@@ -243,9 +288,48 @@ pub fn run() -> anyhow::Result<()> {
         });
     }
 
+    // Explanations, on their own thread at their own rate, newest inference first.
+    let policy = Arc::new(policy);
+    let explain_slot: Arc<LatestSlot<(Observation, PolicyOutput)>> = Arc::new(LatestSlot::new());
+    let explainer = {
+        let publishers = ExplanationPublishers::new(&mut node, &cfg.camera_names)?;
+        let (policy, slot, stats, live) = (policy.clone(), explain_slot.clone(), stats.clone(), live.clone());
+        std::thread::Builder::new().name("explain".into()).spawn(move || {
+            while let Some((obs, out)) = slot.take() {
+                let (settings, rate) = {
+                    let c = &lock_live(&live).0;
+                    (Settings::from_config(c), c.explain_rate_hz)
+                };
+                let t0 = Instant::now();
+                match explain::explain(&policy, &obs, &out, &obs.cameras, &settings) {
+                    Ok(e) => {
+                        let ms = t0.elapsed().as_secs_f64() * 1e3;
+                        if let Err(err) = publishers.publish(&obs, e, settings.threshold) {
+                            tracing::warn!(error = %err, "publishing explanations failed");
+                        }
+                        let mut st = lock(&stats);
+                        st.explanations += 1;
+                        st.explain_ms_last = ms;
+                        st.explain_ms_max = st.explain_ms_max.max(ms);
+                    }
+                    Err(e) => {
+                        lock(&stats).explain_errors += 1;
+                        tracing::warn!(error = %e, "explanation failed");
+                    }
+                }
+                // At most `rate` a second; meanwhile newer inferences replace older ones.
+                let period = Duration::from_secs_f64(1.0 / rate);
+                if let Some(rest) = period.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        })?
+    };
+
     // Inference, off the async reactor.
     let inference = {
-        let (core, slot, stats) = (core.clone(), slot.clone(), stats.clone());
+        let (core, slot, stats, policy) = (core.clone(), slot.clone(), stats.clone(), policy.clone());
+        let explain_slot = explain_slot.clone();
         std::thread::Builder::new().name("inference".into()).spawn(move || {
             while let Some(obs) = slot.take() {
                 let t0 = Instant::now();
@@ -260,6 +344,7 @@ pub fn run() -> anyhow::Result<()> {
                             st.inference_ms_max = st.inference_ms_max.max(ms);
                         }
                         lock(&core).on_chunk(obs.arrival, obs.instruction_seq, &out.actions);
+                        explain_slot.put((obs, out));
                     }
                     Err(e) => {
                         lock(&stats).inference_errors += 1;
@@ -283,6 +368,7 @@ pub fn run() -> anyhow::Result<()> {
                 CommandPublisher::Trajectory(node.create_publisher::<JointTrajectory>(COMMAND_TOPIC, command_qos)?)
             }
         };
+        let predicted = node.create_publisher::<JointState>("~/predicted_joint_states", QosProfile::default().keep_last(10))?;
         let (core, clock, joint_names) = (core.clone(), clock.clone(), cfg.joint_names.clone());
         rt.spawn(async move {
             let mut interval = tokio::time::interval(period);
@@ -300,6 +386,17 @@ pub fn run() -> anyhow::Result<()> {
                 if let Some(cmd) = out.command {
                     if let Err(e) = publisher.publish(cmd, now, &joint_names, period) {
                         tracing::error!(error = %e, "publishing the command failed");
+                    }
+                }
+                if let Some(target) = out.target {
+                    let msg = JointState {
+                        header: Header { stamp: ns_to_time(now), frame_id: String::new() },
+                        name: joint_names.clone(),
+                        position: target,
+                        ..Default::default()
+                    };
+                    if let Err(e) = predicted.publish(&msg) {
+                        tracing::warn!(error = %e, "publishing predicted joint states failed");
                     }
                 }
             }
@@ -359,8 +456,10 @@ pub fn run() -> anyhow::Result<()> {
     tracing::info!("shutting down");
     running.store(false, std::sync::atomic::Ordering::Relaxed);
     slot.close();
+    explain_slot.close();
     let _ = spinner.join();
     let _ = inference.join();
+    let _ = explainer.join();
     Ok(())
 }
 
@@ -399,6 +498,10 @@ fn diagnostic_status(name: &str, state: &crate::core::ControlState, st: &Stats) 
         ("hold_commands".to_owned(), st.hold_commands.to_string()),
         ("clipped_by_limit".to_owned(), st.clipped_by_limit.to_string()),
         ("clipped_by_step".to_owned(), st.clipped_by_step.to_string()),
+        ("explanations".to_owned(), st.explanations.to_string()),
+        ("explain_errors".to_owned(), st.explain_errors.to_string()),
+        ("explain_ms_last".to_owned(), format!("{:.1}", st.explain_ms_last)),
+        ("explain_ms_max".to_owned(), format!("{:.1}", st.explain_ms_max)),
         ("dropped_total".to_owned(), st.dropped_total().to_string()),
     ];
     for (topic, n) in &st.received {
@@ -416,5 +519,65 @@ fn diagnostic_status(name: &str, state: &crate::core::ControlState, st: &Stats) 
         message: state.to_string(),
         hardware_id: NODE_NAME.to_owned(),
         values: values.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+    }
+}
+
+fn image_msg(header: Header, img: image::RgbImage) -> Image {
+    let (width, height) = img.dimensions();
+    Image { header, height, width, encoding: "rgb8".into(), is_bigendian: 0, step: width * 3, data: img.into_raw() }
+}
+
+/// `~/attention/language`, `~/attention/<camera>` (images for RViz and rqt),
+/// `~/attention/tokens` and `~/attention/grids` (typed values for tools).
+struct ExplanationPublishers {
+    language: r2r::Publisher<Image>,
+    overlays: Vec<r2r::Publisher<Image>>,
+    tokens: r2r::Publisher<TokenAttention>,
+    grids: r2r::Publisher<ActivationGrid>,
+    camera_names: Vec<String>,
+}
+
+impl ExplanationPublishers {
+    fn new(node: &mut r2r::Node, camera_names: &[String]) -> r2r::Result<Self> {
+        let qos = QosProfile::default().keep_last(2);
+        Ok(ExplanationPublishers {
+            language: node.create_publisher("~/attention/language", qos.clone())?,
+            overlays: camera_names
+                .iter()
+                .map(|c| node.create_publisher(&format!("~/attention/{c}"), qos.clone()))
+                .collect::<r2r::Result<_>>()?,
+            tokens: node.create_publisher("~/attention/tokens", qos.clone())?,
+            grids: node.create_publisher("~/attention/grids", qos)?,
+            camera_names: camera_names.to_vec(),
+        })
+    }
+
+    fn publish(&self, obs: &Observation, e: Explanation, threshold: f32) -> r2r::Result<()> {
+        let set_header = Header { stamp: ns_to_time(obs.stamp), frame_id: String::new() };
+        self.tokens.publish(&TokenAttention {
+            header: set_header.clone(),
+            instruction: obs.instruction.to_string(),
+            tokens: e.tokens,
+            weights: e.token_weights,
+            threshold,
+        })?;
+        self.language.publish(&image_msg(set_header, e.language))?;
+        let method = e.method.to_string();
+        for (k, (grid, overlay)) in e.grids.into_iter().zip(e.overlays).enumerate() {
+            // The source image's stamp and frame, so RViz lines the overlay up with it.
+            let cam = &obs.cameras[k];
+            let header = Header { stamp: ns_to_time(cam.stamp), frame_id: cam.frame_id.clone() };
+            self.grids.publish(&ActivationGrid {
+                header: header.clone(),
+                camera_name: self.camera_names[k].clone(),
+                method: method.clone(),
+                rows: e.rows as u32,
+                cols: e.cols as u32,
+                values: grid,
+                feature_norms: Vec::new(),
+            })?;
+            self.overlays[k].publish(&image_msg(header, overlay))?;
+        }
+        Ok(())
     }
 }

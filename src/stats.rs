@@ -28,6 +28,11 @@ pub struct Stats {
     pub hold_commands: u64,
     pub clipped_by_limit: u64,
     pub clipped_by_step: u64,
+    pub explanations: u64,
+    pub explain_errors: u64,
+    /// Time to compute and render the last explanation and the largest seen, in ms.
+    pub explain_ms_last: f64,
+    pub explain_ms_max: f64,
     last_logged: HashMap<(String, String), Instant>,
 }
 

@@ -56,6 +56,17 @@ pub struct Settings {
     pub occlusion_batch: usize,
 }
 
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Settings {
+            threshold: c.attention_threshold as f32,
+            alpha: c.activation_alpha as f32,
+            method: c.explanation_method,
+            occlusion_batch: c.occlusion_batch,
+        }
+    }
+}
+
 /// One explained inference.
 #[derive(Debug, Clone)]
 pub struct Explanation {

@@ -1,0 +1,205 @@
+//! `vla_controller inspect`: explanations without a robot. Camera PNGs, a joint vector and
+//! an instruction in; the overlays, the language heatmap and a JSON of actions, token
+//! weights and grids out. The same policy runner and explanation code as the node.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+use crate::config::{Config, Device};
+use crate::core::{CameraImage, Observation};
+use crate::explain::{self, Method, Settings};
+use crate::image::decode_resize;
+use crate::policy::Policy;
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Camera images (PNG), one per camera in the policy's camera order (the demo
+    /// policy's: main side top).
+    #[arg(required_unless_present = "batch")]
+    pub images: Vec<PathBuf>,
+    /// Joint positions in the policy's joint order, comma-separated.
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',', required_unless_present = "batch")]
+    pub joints: Vec<f64>,
+    /// The instruction, in any language the policy knows.
+    #[arg(long, required_unless_present = "batch")]
+    pub instruction: Option<String>,
+    /// Output folder.
+    #[arg(short, long, default_value = "out/inspect")]
+    pub out: PathBuf,
+    /// Many cases in one run: a JSON Lines file, one object per line with `images`,
+    /// `joints`, `instruction` and `out` (relative paths are taken from the file's folder).
+    #[arg(long)]
+    pub batch: Option<PathBuf>,
+    #[arg(long, default_value = "policy/demo_policy.pt")]
+    pub policy: PathBuf,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// occlusion or policy_attention
+    #[arg(long, default_value = "occlusion")]
+    pub method: String,
+    #[arg(long, default_value_t = Config::default().attention_threshold)]
+    pub threshold: f64,
+    #[arg(long, default_value_t = Config::default().activation_alpha)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = Config::default().occlusion_batch)]
+    pub occlusion_batch: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    images: Vec<PathBuf>,
+    joints: Vec<f64>,
+    instruction: String,
+    out: PathBuf,
+}
+
+fn load_png(path: &Path) -> anyhow::Result<Arc<CameraImage>> {
+    let img = image::open(path).with_context(|| format!("reading {}", path.display()))?.to_rgb8();
+    let (width, height) = img.dimensions();
+    Ok(Arc::new(CameraImage {
+        stamp: 0,
+        frame_id: path.display().to_string(),
+        width,
+        height,
+        encoding: "rgb8".into(),
+        step: width * 3,
+        data: img.into_raw(),
+    }))
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let device = Device::parse(&args.device).with_context(|| format!("--device {}: expected cpu, cuda or cuda:N", args.device))?;
+    let method = Method::parse(&args.method).with_context(|| format!("--method {}: expected occlusion or policy_attention", args.method))?;
+    let settings = Settings {
+        threshold: args.threshold as f32,
+        alpha: args.alpha as f32,
+        method,
+        occlusion_batch: args.occlusion_batch.max(1),
+    };
+    let policy = load_policy(&args.policy, device)?;
+    let cases = match &args.batch {
+        None => vec![Case {
+            images: args.images.clone(),
+            joints: args.joints.clone(),
+            instruction: args.instruction.clone().unwrap_or_default(),
+            out: args.out.clone(),
+        }],
+        Some(path) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    let mut c: Case = serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+                    c.images = c.images.iter().map(|p| dir.join(p)).collect();
+                    c.out = dir.join(&c.out);
+                    Ok(c)
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+    };
+    for case in &cases {
+        inspect_one(&policy, case, &settings)?;
+    }
+    Ok(())
+}
+
+fn load_policy(path: &Path, device: Device) -> anyhow::Result<Policy> {
+    let policy = Policy::load(path, device)?;
+    let differences = policy.meta().differences(&Config {
+        camera_names: policy.meta().camera_names.clone(),
+        joint_names: policy.meta().joint_names.clone(),
+        control_rate_hz: policy.meta().control_rate_hz,
+        ..Config::default()
+    });
+    if !differences.is_empty() {
+        bail!("policy {} breaks the contract:\n  - {}", path.display(), differences.join("\n  - "));
+    }
+    Ok(policy)
+}
+
+fn inspect_one(policy: &Policy, case: &Case, settings: &Settings) -> anyhow::Result<()> {
+    let m = policy.meta();
+    if case.images.len() != m.camera_names.len() {
+        bail!("{} images given; the policy takes {} ({})", case.images.len(), m.camera_names.len(), m.camera_names.join(" "));
+    }
+    if case.joints.len() != m.action_dim {
+        bail!("{} joint values given; the policy takes {} ({})", case.joints.len(), m.action_dim, m.joint_names.join(" "));
+    }
+    let cameras = case.images.iter().map(|p| load_png(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut images = Vec::with_capacity(policy.image_len());
+    let mut buf = Vec::new();
+    for (cam, path) in cameras.iter().zip(&case.images) {
+        decode_resize(&cam.raw(), (cam.width, cam.height), m.image_width, m.image_height, &mut buf)
+            .with_context(|| path.display().to_string())?;
+        images.extend_from_slice(&buf);
+    }
+    let tokens = policy.tokenizer().encode(&case.instruction);
+    let obs = Observation {
+        stamp: 0,
+        arrival: 0,
+        images,
+        state: case.joints.clone(),
+        instruction: case.instruction.as_str().into(),
+        tokens: Arc::new(tokens),
+        instruction_seq: 1,
+        cameras: cameras.clone(),
+    };
+    let t0 = Instant::now();
+    let output = policy.infer(&obs.images, &obs.state, &obs.tokens)?;
+    let infer_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t1 = Instant::now();
+    let e = explain::explain(policy, &obs, &output, &cameras, settings)?;
+    let explain_ms = t1.elapsed().as_secs_f64() * 1e3;
+
+    std::fs::create_dir_all(&case.out).with_context(|| format!("creating {}", case.out.display()))?;
+    let mut written = Vec::new();
+    for (name, overlay) in m.camera_names.iter().zip(&e.overlays) {
+        let p = case.out.join(format!("overlay_{name}.png"));
+        overlay.save(&p).with_context(|| format!("writing {}", p.display()))?;
+        written.push(p);
+    }
+    let p = case.out.join("language.png");
+    e.language.save(&p).with_context(|| format!("writing {}", p.display()))?;
+    written.push(p);
+    let grids: serde_json::Map<String, serde_json::Value> =
+        m.camera_names.iter().cloned().zip(e.grids.iter().map(|g| serde_json::json!(g))).collect();
+    let json = serde_json::json!({
+        "policy": m.name,
+        "instruction": case.instruction,
+        "joints": case.joints,
+        "joint_names": m.joint_names,
+        "actions": output.actions,
+        "tokens": e.tokens,
+        "token_weights": e.token_weights,
+        "attention_threshold": settings.threshold,
+        "method": e.method.to_string(),
+        "grid_rows": e.rows,
+        "grid_cols": e.cols,
+        "grids": grids,
+        "policy_attention": m.camera_names.iter().cloned()
+            .zip(output.patch_maps.chunks_exact(e.rows * e.cols).map(|g| serde_json::json!(g)))
+            .collect::<serde_json::Map<_, _>>(),
+        "inference_ms": infer_ms,
+        "explain_ms": explain_ms,
+    });
+    let p = case.out.join("explanation.json");
+    std::fs::write(&p, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", p.display()))?;
+    written.push(p);
+    println!(
+        "{}: {:?} -> {} ({} explanation, {:.0} ms; inference {:.1} ms)",
+        case.out.display(),
+        case.instruction,
+        written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", "),
+        e.method,
+        explain_ms,
+        infer_ms
+    );
+    Ok(())
+}
