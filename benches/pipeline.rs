@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use vla_controller::config::Config;
 use vla_controller::core::{CameraImage, Core, ImageDecoder};
+use vla_controller::explain::{self, Method, Settings};
 use vla_controller::image::RawImage;
 use vla_controller::policy::Policy;
 use vla_controller::stats::Stats;
@@ -94,5 +95,15 @@ fn main() {
             std::hint::black_box(core.on_image(cam, img, t, d));
         }
         t += 33 * ms;
+    });
+
+    // Explanations of one frame: the four images from the policy's own maps (render
+    // only), and the occlusion grids (1 + 3 x 192 inputs).
+    let attention = Settings { method: Method::PolicyAttention, ..Settings::from_config(&cfg) };
+    measure("render all four explanation images (policy_attention)", 50, || {
+        std::hint::black_box(explain::explain(&policy, &o, &out, &attention).unwrap());
+    });
+    measure("occlusion grids, 1 + 3x192 inputs, batch 64", 5, || {
+        std::hint::black_box(explain::occlusion_grids(&policy, &o, cfg.occlusion_batch).unwrap());
     });
 }

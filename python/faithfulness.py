@@ -17,8 +17,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import zlib
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -26,21 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
 from vla_demo import scene as sc  # noqa: E402
+from vla_demo.png import write_png  # noqa: E402
 
 ROWS, COLS = 12, 16
 HELD_OUT_SEED = 424242
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    """A minimal PNG writer (8-bit RGB), so that no imaging library is needed."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
 def grid_cells(mask: np.ndarray) -> np.ndarray:

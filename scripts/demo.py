@@ -25,6 +25,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 from vla_demo import scene as sc  # noqa: E402
+from vla_demo.png import write_png  # noqa: E402
 from vla_demo.ros_peers import Peers, Recorder, ScenePublisher, SimArm  # noqa: E402
 
 START = np.array([0.0, 1.2, -1.8, -0.9, 0.0, 0.04])
@@ -102,7 +103,26 @@ def main() -> int:
         for kv in st.values:
             print(f"  {kv.key}: {kv.value}")
     print(f"\nReached {reached} of {len(plan)} instructed items.")
+    inspect(s, plan[0])
     return 0 if reached == len(plan) else 1
+
+
+def inspect(s, case) -> None:
+    """The explanation of the first instruction on the demo scene, as pictures."""
+    out = ROOT / "out" / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    images = []
+    for cam in sc.CAMERA_NAMES:
+        write_png(out / f"camera_{cam}.png", sc.render(s, cam))
+        images.append(str(out / f"camera_{cam}.png"))
+    item, lang, verb = case
+    it = s.items[item]
+    text = sc.instruction_text(it.colour, it.shape, verb, lang)
+    print(f'\nExplaining "{text}" on the demo scene (vla_controller inspect):')
+    subprocess.run([str(ROOT / "target/release/vla_controller"), "inspect", *images,
+                    "--joints", ",".join(f"{v}" for v in START), "--instruction", text, "-o", str(out)],
+                   cwd=ROOT, check=True)
+    print(f"Pictures in {out.relative_to(ROOT)}/: overlay_main.png, overlay_side.png, overlay_top.png, language.png")
 
 
 if __name__ == "__main__":

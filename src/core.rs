@@ -247,7 +247,7 @@ impl Core {
         let rgb = match decoded {
             Ok(rgb) => rgb,
             Err(e) => {
-                self.stats().dropped(topic, &e.to_string());
+                self.stats().rejected(topic, e.kind(), &e.to_string());
                 return Vec::new();
             }
         };
@@ -299,7 +299,7 @@ impl Core {
                 st.used(JOINT_STATES_TOPIC, 1);
                 self.last_arrival[self.camera_topics.len()] = Some(now);
             }
-            Err(e) => st.dropped(JOINT_STATES_TOPIC, &e.to_string()),
+            Err(e) => st.rejected(JOINT_STATES_TOPIC, e.kind(), &e.to_string()),
         }
     }
 
@@ -310,17 +310,19 @@ impl Core {
         let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         st.received(INSTRUCTION_TOPIC);
         let trimmed = text.trim();
+        let n = trimmed.chars().count();
         let reject = if trimmed.is_empty() {
-            Some("empty instruction".to_owned())
+            Some(("empty instruction", String::new()))
         } else if trimmed.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-            Some("instruction holds control characters".to_owned())
+            Some(("instruction holds control characters", format!("{trimmed:?}")))
+        } else if n > self.tokenizer.max_length() {
+            let detail = format!("{n} characters, the policy takes {}", self.tokenizer.max_length());
+            Some(("instruction longer than the policy's token limit", detail))
         } else {
-            let n = trimmed.chars().count();
-            (n > self.tokenizer.max_length())
-                .then(|| format!("instruction of {n} characters exceeds the policy's {} tokens", self.tokenizer.max_length()))
+            None
         };
-        if let Some(reason) = reject {
-            st.dropped(INSTRUCTION_TOPIC, &reason);
+        if let Some((reason, detail)) = reject {
+            st.rejected(INSTRUCTION_TOPIC, reason, &format!("{reason}: {detail}"));
             return;
         }
         st.used(INSTRUCTION_TOPIC, 1);
@@ -418,7 +420,7 @@ impl Core {
                             self.last_command = Some(cmd);
                         }
                         Some(Err(e)) => {
-                            self.stats().dropped("policy", &format!("action refused by the safety filter: {e}"));
+                            self.stats().rejected("policy", "action refused by the safety filter", &e.to_string());
                             state = ControlState::PolicyFault(e.to_string());
                             self.policy_fault = Some(e.to_string());
                         }
@@ -622,7 +624,7 @@ mod tests {
         assert_eq!(out.command, None);
         let st = r.stats.lock().unwrap();
         assert_eq!(st.dropped_total(), 1);
-        assert!(st.dropped.keys().next().unwrap().1.contains("yuv422"));
+        assert_eq!(st.dropped.keys().next().unwrap().1, "unsupported encoding");
     }
 
     /// Runs inputs every 10 ms and ticks every 10 ms, with a chunk of constant `target`

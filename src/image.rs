@@ -71,6 +71,18 @@ pub enum ImageError {
     DataLength { len: usize, expected: usize },
 }
 
+impl ImageError {
+    /// The category, for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ImageError::Encoding(_) => "unsupported encoding",
+            ImageError::Size { .. } => "image size differs from image_width x image_height",
+            ImageError::Step { .. } => "step below width x channels",
+            ImageError::DataLength { .. } => "data length differs from step x height",
+        }
+    }
+}
+
 /// Checks `img` against the expected size and layout rules, then writes it as RGB into
 /// `out` (`out_h x out_w x 3`, row-major), averaging over the source area of each output
 /// pixel. For integer factors (640x480 to 128x96) every output pixel is the mean of a

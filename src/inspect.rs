@@ -149,13 +149,13 @@ fn inspect_one(policy: &Policy, case: &Case, settings: &Settings) -> anyhow::Res
         instruction: case.instruction.as_str().into(),
         tokens: Arc::new(tokens),
         instruction_seq: 1,
-        cameras: cameras.clone(),
+        cameras,
     };
     let t0 = Instant::now();
     let output = policy.infer(&obs.images, &obs.state, &obs.tokens)?;
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let e = explain::explain(policy, &obs, &output, &cameras, settings)?;
+    let e = explain::explain(policy, &obs, &output, settings)?;
     let explain_ms = t1.elapsed().as_secs_f64() * 1e3;
 
     std::fs::create_dir_all(&case.out).with_context(|| format!("creating {}", case.out.display()))?;

@@ -18,6 +18,18 @@ pub enum JointStateError {
     StampNotIncreasing,
 }
 
+impl JointStateError {
+    /// The category, for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JointStateError::Lengths { .. } => "names and positions differ in length",
+            JointStateError::Missing(_) => "missing joints",
+            JointStateError::NonFinite(_) => "non-finite position",
+            JointStateError::StampNotIncreasing => "stamp not later than the previous one",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct JointBuffer {
     names: Vec<String>,

@@ -10,6 +10,7 @@
 //!
 //! r2r's executor is spun in its own thread so that messages are delivered as they come.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -222,6 +223,7 @@ pub fn run() -> anyhow::Result<()> {
         .build()?;
     let _enter = rt.enter();
 
+    let running = Arc::new(AtomicBool::new(true));
     let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
     let core = Arc::new(Mutex::new(Core::new(&cfg, policy.meta(), stats.clone())));
     let decoder = ImageDecoder::new(&cfg, policy.meta());
@@ -294,6 +296,7 @@ pub fn run() -> anyhow::Result<()> {
     let explainer = {
         let publishers = ExplanationPublishers::new(&mut node, &cfg.camera_names)?;
         let (policy, slot, stats, live) = (policy.clone(), explain_slot.clone(), stats.clone(), live.clone());
+        let running = running.clone();
         std::thread::Builder::new().name("explain".into()).spawn(move || {
             while let Some((obs, out)) = slot.take() {
                 let (settings, rate) = {
@@ -301,9 +304,12 @@ pub fn run() -> anyhow::Result<()> {
                     (Settings::from_config(c), c.explain_rate_hz)
                 };
                 let t0 = Instant::now();
-                match explain::explain(&policy, &obs, &out, &obs.cameras, &settings) {
+                match explain::explain(&policy, &obs, &out, &settings) {
                     Ok(e) => {
                         let ms = t0.elapsed().as_secs_f64() * 1e3;
+                        if !running.load(Ordering::Relaxed) {
+                            break;
+                        }
                         if let Err(err) = publishers.publish(&obs, e, settings.threshold) {
                             tracing::warn!(error = %err, "publishing explanations failed");
                         }
@@ -435,11 +441,10 @@ pub fn run() -> anyhow::Result<()> {
 
     // Spin r2r's executor in its own thread; a short timeout keeps delivery prompt.
     let node = Arc::new(Mutex::new(node));
-    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let spinner = {
         let (node, running) = (node.clone(), running.clone());
         std::thread::Builder::new().name("ros-spin".into()).spawn(move || {
-            while running.load(std::sync::atomic::Ordering::Relaxed) {
+            while running.load(Ordering::Relaxed) {
                 lock(&node).spin_once(Duration::from_millis(5));
             }
         })?
@@ -454,7 +459,10 @@ pub fn run() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("shutting down");
-    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    // Stop the timers and subscriptions first, so nothing publishes while the rest stops.
+    drop(_enter);
+    rt.shutdown_timeout(Duration::from_millis(200));
+    running.store(false, Ordering::Relaxed);
     slot.close();
     explain_slot.close();
     let _ = spinner.join();

@@ -47,9 +47,15 @@ impl Stats {
         *self.used.entry(topic.to_owned()).or_default() += n;
     }
 
-    /// Counts a dropped or rejected input and logs it, at most once per `LOG_EVERY` for
-    /// the same topic and reason (with the count so far).
+    /// Counts a dropped input under its reason and logs it, at most once per `LOG_EVERY`
+    /// for the same topic and reason (with the count so far).
     pub fn dropped(&mut self, topic: &str, reason: &str) {
+        self.rejected(topic, reason, reason);
+    }
+
+    /// Like [`Stats::dropped`] for a message rejected as bad: counted under `reason` (a
+    /// fixed category, so diagnostics keys stay few), logged with `detail` (the values).
+    pub fn rejected(&mut self, topic: &str, reason: &str, detail: &str) {
         let key = (topic.to_owned(), reason.to_owned());
         let n = {
             let c = self.dropped.entry(key.clone()).or_default();
@@ -59,7 +65,7 @@ impl Stats {
         let now = Instant::now();
         let due = self.last_logged.get(&key).is_none_or(|t| now.duration_since(*t) >= LOG_EVERY);
         if due {
-            tracing::warn!(topic, reason, count = n, "input dropped");
+            tracing::warn!(topic, reason = detail, count = n, "input dropped");
             self.last_logged.insert(key, now);
         }
     }

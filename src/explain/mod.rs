@@ -10,11 +10,9 @@ pub mod font;
 pub mod render;
 
 use std::fmt;
-use std::sync::Arc;
-
 use image::RgbImage;
 
-use crate::core::{CameraImage, Observation};
+use crate::core::Observation;
 use crate::error::{Error, Result};
 use crate::policy::{Policy, PolicyOutput};
 
@@ -157,15 +155,9 @@ pub fn occlusion_grids(policy: &Policy, obs: &Observation, batch: usize) -> Resu
 }
 
 /// Grids, pictures and token weights for one inference. `output` is the inference's own
-/// result (its token weights and, for `PolicyAttention`, its patch maps); `cameras` are
-/// the full-size images the overlays are drawn on.
-pub fn explain(
-    policy: &Policy,
-    obs: &Observation,
-    output: &PolicyOutput,
-    cameras: &[Arc<CameraImage>],
-    settings: &Settings,
-) -> Result<Explanation> {
+/// result (its token weights and, for `PolicyAttention`, its patch maps); the overlays
+/// are drawn on the observation's full-size camera images.
+pub fn explain(policy: &Policy, obs: &Observation, output: &PolicyOutput, settings: &Settings) -> Result<Explanation> {
     let m = policy.meta();
     let [rows, cols] = m.patch_grid;
     let grids = match settings.method {
@@ -175,7 +167,8 @@ pub fn explain(
     let tokens = obs.tokens.pieces.clone();
     let token_weights = output.token_weights[..tokens.len()].to_vec();
     let language = render::language_heatmap(&tokens, &token_weights, settings.threshold);
-    let overlays = cameras
+    let overlays = obs
+        .cameras
         .iter()
         .zip(&grids)
         .map(|(cam, grid)| Ok(render::overlay(&cam.to_rgb()?, grid, rows, cols, settings.alpha)))

@@ -44,8 +44,12 @@ def xy_error(q, s, i) -> float:
 
 
 def status(peers):
+    """(level, message) of the node's last diagnostic status; level as an int."""
     st = peers.recorder.last_status()
-    return (st.level, st.message) if st else None
+    if st is None:
+        return None
+    level = st.level if isinstance(st.level, int) else ord(st.level)
+    return level, st.message
 
 
 def setup_graph(peers, s, text, prefix=""):
