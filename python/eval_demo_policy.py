@@ -88,6 +88,7 @@ def evaluate(policy_path: Path, n_scenes: int, seed: int, batch: int = 50) -> di
             top_tok = int(np.argmax(tw[k].numpy()))
             recs.append({
                 "lang": p["lang"],
+                "same_colour": any(o.colour == sc.items[item].colour for j, o in enumerate(sc.items) if j != item),
                 "action_ok": bool(d[item] < min(others)),
                 "action_chance": 1.0 / len(sc.items),
                 "map_ok": bool(p["cells"][hot]),
@@ -138,18 +139,22 @@ def evaluate(policy_path: Path, n_scenes: int, seed: int, batch: int = 50) -> di
         "en": summarize(lambda x: x["lang"] == "en"),
         "zh": summarize(lambda x: x["lang"] == "zh"),
         "all": summarize(lambda x: True),
+        # The hard case: another item of the instructed colour, so only the shape word
+        # tells them apart.
+        "same_colour": summarize(lambda x: x["same_colour"]),
+        "distinct_colour": summarize(lambda x: not x["same_colour"]),
     }
 
 
 def table(res: dict) -> str:
     lines = [
         f"{res['policy']}  ({res['scenes']} held-out scenes, seed {res['seed']})",
-        f"{'':4} {'n':>5}  {'(a) action':>16}  {'(b) main map':>16}  {'(c) token':>16}  {'xy err':>7}  {'z err':>6}",
+        f"{'':15} {'n':>5}  {'(a) action':>16}  {'(b) main map':>16}  {'(c) token':>16}  {'xy err':>7}  {'z err':>6}",
     ]
-    for k in ("en", "zh", "all"):
+    for k in ("en", "zh", "all", "same_colour", "distinct_colour"):
         r = res[k]
         cell = lambda m: f"{r[m] * 100:5.1f}% (ch {r[m + '_chance'] * 100:4.1f}%)"  # noqa: E731
-        lines.append(f"{k:4} {r['n']:5d}  {cell('action'):>16}  {cell('map'):>16}  {cell('token'):>16}"
+        lines.append(f"{k:15} {r['n']:5d}  {cell('action'):>16}  {cell('map'):>16}  {cell('token'):>16}"
                      f"  {r['median_xy_err_m'] * 100:5.1f}cm  {r['median_z_err_m'] * 100:4.1f}cm")
     return "\n".join(lines)
 

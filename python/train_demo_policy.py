@@ -144,12 +144,7 @@ class Sampler:
         x, y, top = self.xyt[idx, item].T
         z = top + np.where(verb == S.VERBS.index("move_above"), 0.10, 0.0)
         target = S.ik(np.stack([x, y, z], 1))
-        p = np.stack([rng.uniform(*S.WORKSPACE_X, batch), rng.uniform(*S.WORKSPACE_Y, batch),
-                      rng.uniform(0.15, 0.35, batch)], 1)
-        start = S.ik(p)
-        start[:, :5] += rng.normal(0.0, 0.05, (batch, 5))
-        start[:, 5] = rng.uniform(0.0, S.GRIPPER_OPEN, batch)
-        start = np.clip(start, S.JOINT_LOWER, S.JOINT_UPPER)
+        start = S.random_starts(rng, batch)
         return idx, self.ids[col, shp, verb, lang], self.mask[col, shp, verb, lang], start, target
 
 
@@ -191,7 +186,7 @@ def metadata(mean, std, tok_meta, name: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=HERE.parent / "policy" / "demo_policy.pt")
     ap.add_argument("--scenes", type=int, default=12000, help="rendered training scenes")

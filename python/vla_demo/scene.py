@@ -580,13 +580,25 @@ def target_xyz(scene: Scene, item_index: int, verb: str) -> np.ndarray:
     return np.array([it.x, it.y, z])
 
 
-def random_start(rng: np.random.Generator) -> np.ndarray:
-    """IK of a random point above the table (z 0.15..0.35) plus small joint noise;
-    the gripper anywhere between closed and open."""
-    p = (rng.uniform(*WORKSPACE_X), rng.uniform(*WORKSPACE_Y), rng.uniform(0.15, 0.35))
-    q = ik(p) + np.concatenate([rng.normal(0.0, 0.05, 5), [0.0]])
-    q[5] = rng.uniform(0.0, GRIPPER_OPEN)
+#: Heights of start poses: from grasp height on the table (where a previous "pick"
+#: leaves the arm) up to 0.35 m, so that the policy has seen every state the arm
+#: reaches while following instructions one after another.
+START_Z = (0.03, 0.35)
+
+
+def random_starts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """[n, 6] start poses: IK of random points over the workspace at START_Z heights
+    plus small joint noise; the gripper anywhere between closed and open."""
+    p = np.stack([rng.uniform(*WORKSPACE_X, n), rng.uniform(*WORKSPACE_Y, n), rng.uniform(*START_Z, n)], 1)
+    q = ik(p)
+    q[:, :5] += rng.normal(0.0, 0.05, (n, 5))
+    q[:, 5] = rng.uniform(0.0, GRIPPER_OPEN, n)
     return np.clip(q, JOINT_LOWER, JOINT_UPPER)
+
+
+def random_start(rng: np.random.Generator) -> np.ndarray:
+    """One pose of `random_starts`."""
+    return random_starts(rng, 1)[0]
 
 
 def ramp(T: int = CHUNK_LENGTH, tau: float = RAMP_TAU) -> np.ndarray:

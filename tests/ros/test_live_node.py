@@ -23,12 +23,17 @@ START = np.array([0.0, 1.2, -1.8, -0.9, 0.0, 0.04])
 
 
 def two_sided_scene(seed: int = 3):
-    """A scene with one item well to the left (y > 0.12) and one well to the right."""
+    """A scene with one item well to the left (y > 0.12) and one well to the right, each
+    the only item of its colour. These tests are about the node; the demo policy's known
+    weak spot (two items of the instructed colour, 97.3% instead of 100%, see
+    policy/README.md) is measured by its own evaluation, not here."""
     rng = np.random.default_rng(seed)
     while True:
         s = sc.sample_scene(rng, 4)
-        left = [i for i, it in enumerate(s.items) if it.y > 0.12]
-        right = [i for i, it in enumerate(s.items) if it.y < -0.12]
+        colours = [it.colour for it in s.items]
+        unique = [i for i, it in enumerate(s.items) if colours.count(it.colour) == 1]
+        left = [i for i in unique if s.items[i].y > 0.12]
+        right = [i for i in unique if s.items[i].y < -0.12]
         if left and right:
             return s, left[0], right[0]
 
