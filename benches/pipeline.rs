@@ -103,6 +103,14 @@ fn main() {
     measure("render all four explanation images (policy_attention)", 50, || {
         std::hint::black_box(explain::explain(&policy, &o, &out, &attention).unwrap());
     });
+    let cam = o.cameras[0].to_rgb().unwrap();
+    measure("  of which: one 640x480 overlay", 50, || {
+        std::hint::black_box(explain::render::overlay(&cam, &out.patch_maps[..192], 12, 16, 0.4));
+    });
+    let pieces = &o.tokens.pieces;
+    measure("  of which: the language heatmap", 50, || {
+        std::hint::black_box(explain::render::language_heatmap(pieces, &out.token_weights, 0.3));
+    });
     measure("occlusion grids, 1 + 3x192 inputs, batch 64", 5, || {
         std::hint::black_box(explain::occlusion_grids(&policy, &o, cfg.occlusion_batch).unwrap());
     });

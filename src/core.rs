@@ -70,6 +70,10 @@ impl CameraImage {
 
     /// The image as RGB at its own size.
     pub fn to_rgb(&self) -> crate::Result<image::RgbImage> {
+        if self.encoding == "rgb8" && self.step == self.width * 3 && self.data.len() == (self.step * self.height) as usize {
+            // Already what is wanted: a copy, not a pass through the area averaging.
+            return Ok(image::RgbImage::from_raw(self.width, self.height, self.data.clone()).expect("size checked"));
+        }
         let mut out = Vec::new();
         let (w, h) = (self.width as usize, self.height as usize);
         decode_resize(&self.raw(), (self.width, self.height), w, h, &mut out)

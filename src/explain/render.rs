@@ -38,13 +38,17 @@ pub fn upsample_bilinear(grid: &[f32], rows: usize, cols: usize, w: usize, h: us
             .collect()
     };
     let (xs, ys) = (axis(w, cols), axis(h, rows));
+    // Separable: each grid row interpolated across the width once, then rows blended.
+    let wide: Vec<f32> = (0..rows)
+        .flat_map(|r| {
+            let row = &grid[r * cols..(r + 1) * cols];
+            xs.iter().map(move |&(x0, x1, fx)| row[x0] * (1.0 - fx) + row[x1] * fx)
+        })
+        .collect();
     let mut out = Vec::with_capacity(w * h);
     for &(y0, y1, fy) in &ys {
-        for &(x0, x1, fx) in &xs {
-            let top = grid[y0 * cols + x0] * (1.0 - fx) + grid[y0 * cols + x1] * fx;
-            let bottom = grid[y1 * cols + x0] * (1.0 - fx) + grid[y1 * cols + x1] * fx;
-            out.push(top * (1.0 - fy) + bottom * fy);
-        }
+        let (top, bottom) = (&wide[y0 * w..(y0 + 1) * w], &wide[y1 * w..(y1 + 1) * w]);
+        out.extend(top.iter().zip(bottom).map(|(t, b)| t * (1.0 - fy) + b * fy));
     }
     out
 }
@@ -56,17 +60,27 @@ pub fn normalize_max(values: &[f32]) -> Vec<f32> {
 }
 
 /// The grid (normalized to its maximum, colour-mapped and upsampled to the image size)
-/// blended over `camera` with weight `alpha` for the map.
+/// blended over `camera` with weight `alpha` for the map. The colour map is looked up
+/// in 1024 steps, finer than the 8-bit output can show.
 pub fn overlay(camera: &RgbImage, grid: &[f32], rows: usize, cols: usize, alpha: f32) -> RgbImage {
+    const STEPS: usize = 1024;
     let (w, h) = (camera.width() as usize, camera.height() as usize);
     let up = upsample_bilinear(&normalize_max(grid), rows, cols, w, h);
     let a = alpha.clamp(0.0, 1.0);
-    let mut out = RgbImage::new(w as u32, h as u32);
-    for ((dst, src), v) in out.pixels_mut().zip(camera.pixels()).zip(&up) {
-        let c = colormap(*v);
-        *dst = Rgb([0, 1, 2].map(|k| ((1.0 - a) * src.0[k] as f32 + a * c[k] as f32).round() as u8));
+    // alpha x colour, per step, added to (1 - alpha) x camera below.
+    let lut: Vec<[f32; 3]> = (0..STEPS)
+        .map(|i| colormap(i as f32 / (STEPS - 1) as f32).map(|c| a * c as f32))
+        .collect();
+    let keep = 1.0 - a;
+    let mut out = vec![0u8; w * h * 3];
+    for ((dst, src), v) in out.chunks_exact_mut(3).zip(camera.as_raw().chunks_exact(3)).zip(&up) {
+        // Values are in [0, 1]; adding 0.5 and truncating rounds them.
+        let c = &lut[((v * (STEPS - 1) as f32 + 0.5) as usize).min(STEPS - 1)];
+        for k in 0..3 {
+            dst[k] = (keep * src[k] as f32 + c[k] + 0.5) as u8;
+        }
     }
-    out
+    RgbImage::from_raw(w as u32, h as u32, out).expect("w x h x 3 values")
 }
 
 /// Background of tokens whose weight is under the threshold.
@@ -158,13 +172,15 @@ mod tests {
         let mut grid = vec![0.0f32; 12 * 16];
         grid[3 * 16 + 5] = 0.02; // row 3, col 5; normalized to 1
         let out = overlay(&camera, &grid, 12, 16, 0.4);
-        let blend = |c: [u8; 3]| [100.0, 150.0, 200.0].iter().zip(c).map(|(s, c)| (0.6 * s + 0.4 * c as f32).round() as u8).collect::<Vec<_>>();
+        let blend = |c: [u8; 3]| [100.0f32, 150.0, 200.0].iter().zip(c).map(|(s, c)| (0.6 * s + 0.4 * c as f32).round() as u8).collect::<Vec<_>>();
+        // The overlay looks the colour map up in 1024 steps.
+        let quantized = |v: f32| (v * 1023.0).round() / 1023.0;
         // Cells are 40x40 pixels; the centre of cell (3, 5) is between pixels 219/220, 139/140.
         // Pixel (220, 140) samples the grid at (5.0125, 3.0125): almost exactly the hot cell.
         let up = upsample_bilinear(&normalize_max(&grid), 12, 16, 640, 480);
         let v = up[140 * 640 + 220];
         assert!(v > 0.95, "{v}");
-        assert_eq!(out.get_pixel(220, 140).0.to_vec(), blend(colormap(v)));
+        assert_eq!(out.get_pixel(220, 140).0.to_vec(), blend(colormap(quantized(v))));
         assert_eq!(blend(colormap(1.0)), vec![161, 192, 186]);
         // A cold cell far away is the camera blended with colormap(0).
         assert_eq!(out.get_pixel(600, 460).0.to_vec(), blend(colormap(0.0)));
