@@ -84,7 +84,7 @@ def main() -> int:
                     q = arm.position()
                     near, d, tip = nearest_item(s, q)
                     cmd = " ".join(f"{v:+.2f}" for v in cmds[-1][1]) if cmds else "(none yet)"
-                    state = st.message if st else "(no diagnostics yet)"
+                    state = st.message if st else "no diagnostics yet"
                     print(f"  t={time.monotonic() - t0:4.1f}s  {len(cmds) * 2:3d} cmd/s  command [{cmd}]  "
                           f"tool over x={tip[0]:+.2f} y={tip[1]:+.2f}  ({state})")
                     next_print += 0.5

@@ -362,7 +362,9 @@ pub fn run() -> anyhow::Result<()> {
         })?
     };
 
-    // Control loop.
+    // Control loop. A change of state is published on /diagnostics at once, not only at
+    // the next periodic status.
+    let state_changed = Arc::new(tokio::sync::Notify::new());
     let period = Duration::from_nanos(cfg.control_period_ns() as u64);
     {
         let command_qos = QosProfile::default().keep_last(10);
@@ -376,6 +378,7 @@ pub fn run() -> anyhow::Result<()> {
         };
         let predicted = node.create_publisher::<JointState>("~/predicted_joint_states", QosProfile::default().keep_last(10))?;
         let (core, clock, joint_names) = (core.clone(), clock.clone(), cfg.joint_names.clone());
+        let state_changed = state_changed.clone();
         rt.spawn(async move {
             let mut interval = tokio::time::interval(period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -384,6 +387,7 @@ pub fn run() -> anyhow::Result<()> {
                 let now = clock.now();
                 let out = lock(&core).tick(now);
                 if out.state_changed {
+                    state_changed.notify_one();
                     match out.state.level() {
                         0 => tracing::info!("{}", out.state),
                         _ => tracing::warn!("{}", out.state),
@@ -418,7 +422,10 @@ pub fn run() -> anyhow::Result<()> {
         rt.spawn(async move {
             let mut interval = tokio::time::interval(every);
             loop {
-                interval.tick().await;
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = state_changed.notified() => {}
+                }
                 let state = lock(&core).state().clone();
                 let status = diagnostic_status(&name, &state, &lock(&stats));
                 let msg = DiagnosticArray {
