@@ -35,6 +35,26 @@ use crate::stats::{SharedStats, Stats};
 const NODE_NAME: &str = "vla_controller";
 const COMMAND_TOPIC: &str = "joint_commands";
 
+/// Recognizes the second copy of one instruction message, delivered through the other of
+/// the two instruction subscriptions.
+#[derive(Default)]
+struct InstructionMerge {
+    last: Option<(String, bool, Instant)>,
+}
+
+impl InstructionMerge {
+    /// Both copies arrive within a few milliseconds; half a second is ample and still
+    /// far below how often anyone re-sends an instruction.
+    const WINDOW: Duration = Duration::from_millis(500);
+
+    fn is_duplicate(&mut self, text: &str, via_latched: bool, now: Instant) -> bool {
+        let duplicate = matches!(&self.last,
+            Some((t, l, at)) if t == text && *l != via_latched && now.duration_since(*at) < Self::WINDOW);
+        self.last = if duplicate { None } else { Some((text.to_owned(), via_latched, now)) };
+        duplicate
+    }
+}
+
 /// A one-place mailbox: `put` replaces what is there (newest wins), `take` waits.
 struct LatestSlot<T> {
     value: Mutex<(Option<T>, bool)>,
@@ -278,14 +298,21 @@ pub fn run() -> anyhow::Result<()> {
         });
     }
     {
-        // Reliable and transient-local: a node started after the instruction was sent
-        // (by a transient-local publisher) still receives it.
-        let qos = QosProfile::default().keep_last(1).transient_local();
-        let mut sub = node.subscribe::<RosString>(INSTRUCTION_TOPIC, qos)?;
+        // Two subscriptions: a transient-local one, so that a node started after the
+        // instruction was sent (by a transient-local publisher) still receives it, and a
+        // volatile one, because DDS does not match a volatile publisher (the default of
+        // rclpy and rclcpp) with a transient-local subscription. A message from a
+        // transient-local publisher arrives through both and is taken once.
+        let latched = node.subscribe::<RosString>(INSTRUCTION_TOPIC, QosProfile::default().keep_last(1).transient_local())?;
+        let volatile = node.subscribe::<RosString>(INSTRUCTION_TOPIC, QosProfile::default().keep_last(10))?;
+        let mut both = futures::stream::select(latched.map(|m| (m, true)), volatile.map(|m| (m, false)));
         let core = core.clone();
         rt.spawn(async move {
-            while let Some(msg) = sub.next().await {
-                lock(&core).on_instruction(&msg.data);
+            let mut merge = InstructionMerge::default();
+            while let Some((msg, via_latched)) = both.next().await {
+                if !merge.is_duplicate(&msg.data, via_latched, Instant::now()) {
+                    lock(&core).on_instruction(&msg.data);
+                }
             }
         });
     }
@@ -594,5 +621,25 @@ impl ExplanationPublishers {
             self.overlays[k].publish(&image_msg(header, overlay))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_copies_from_the_two_subscriptions_count_once() {
+        let mut m = InstructionMerge::default();
+        let t = Instant::now();
+        assert!(!m.is_duplicate("go", true, t));
+        assert!(m.is_duplicate("go", false, t + Duration::from_millis(3)));
+        // A third delivery is a new message (the same text sent again).
+        assert!(!m.is_duplicate("go", false, t + Duration::from_millis(5)));
+        // Same subscription twice: two messages.
+        assert!(!m.is_duplicate("go", false, t + Duration::from_millis(6)));
+        // Different text, or too late: not a copy.
+        assert!(!m.is_duplicate("stop", true, t + Duration::from_millis(7)));
+        assert!(!m.is_duplicate("stop", false, t + Duration::from_secs(2)));
     }
 }

@@ -170,3 +170,25 @@ def test_corrupt_policy_file_is_refused(start_node, tmp_path):
     node = start_node("-p", f"policy_path:={bad}")
     assert node.wait_exit(60) != 0
     assert "not a loadable TorchScript module" in node.output()
+
+
+def diag_value(peers, key):
+    st = peers.recorder.last_status()
+    return next((kv.value for kv in st.values if kv.key == key), None) if st else None
+
+
+def test_instruction_from_a_volatile_publisher_and_each_message_counted_once(peers, start_node):
+    """rclpy's and rclcpp's default publisher is volatile, which DDS does not match with
+    a transient-local subscription; the node listens both ways and counts each message
+    once."""
+    s, left, right = two_sided_scene(13)
+    cams, arm = setup_graph(peers, s, None)
+    volatile = peers.node.create_publisher(String, "instruction", 10)
+    start_node()
+    wait_for(lambda: volatile.get_subscription_count() >= 1, 60, "the node's volatile subscription")
+    volatile.publish(String(data=instruction(s, left)))
+    wait_for(lambda: xy_error(arm.position(), s, left) < 0.06, 30, "the arm over the item named by a volatile publisher")
+    cams.instruct(instruction(s, right, "zh"))  # transient local: reaches both subscriptions
+    wait_for(lambda: xy_error(arm.position(), s, right) < 0.06, 30, "the arm over the second item")
+    wait_for(lambda: diag_value(peers, "received/instruction") == "2", 5, "two instructions counted")
+    assert diag_value(peers, "used/instruction") == "2"
