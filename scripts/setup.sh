@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v3"
+stamp="$venv/.setup-v4"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -39,6 +39,7 @@ python3 -m venv "$venv"
 # rosidl and ament CMake, to build the interface package in msg/ (scripts/build_msgs.sh).
 "$venv/bin/pip" install -q \
   ros-kilted-ament-cmake ros-kilted-ament-package catkin-pkg ros-kilted-ament-cmake-ros-core \
+  ros-kilted-ament-cmake-include-directories \
   ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators
 
 # The wheels link rcl straight to Fast DDS and ship no librmw_implementation.so,
