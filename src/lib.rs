@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod joints;
 pub mod node;
 pub mod policy;
+pub mod ros_msgs;
 pub mod safety;
 pub mod smoothing;
 pub mod stats;

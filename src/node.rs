@@ -17,23 +17,21 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::{
-    builtin_interfaces::msg::{Duration as RosDuration, Time},
-    diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
+    diagnostic_msgs::msg::DiagnosticArray,
     sensor_msgs::msg::{Image, JointState},
-    std_msgs::msg::{Float64MultiArray, Header, String as RosString},
-    trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint},
+    std_msgs::msg::{Float64MultiArray, String as RosString},
+    trajectory_msgs::msg::JointTrajectory,
     vla_controller_msgs::msg::{ActivationGrid, TokenAttention},
     ParameterValue, QosProfile,
 };
 
 use crate::config::{CommandType, Config, ParamValue, Params, PARAMETERS};
-use crate::core::{camera_topic, CameraImage, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
+use crate::core::{camera_topic, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
 use crate::explain::{self, Explanation, Settings};
 use crate::policy::{Policy, PolicyOutput};
 use crate::stats::{SharedStats, Stats};
 
-const NODE_NAME: &str = "vla_controller";
-const COMMAND_TOPIC: &str = "joint_commands";
+use crate::ros_msgs::{self, COMMAND_TOPIC, NODE_NAME};
 
 /// Recognizes the second copy of one instruction message, delivered through the other of
 /// the two instruction subscriptions.
@@ -162,14 +160,6 @@ fn lock_live(c: &Mutex<LiveConfig>) -> std::sync::MutexGuard<'_, LiveConfig> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn stamp_ns(t: &Time) -> i64 {
-    t.sec as i64 * 1_000_000_000 + t.nanosec as i64
-}
-
-fn ns_to_time(ns: i64) -> Time {
-    Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
-}
-
 #[derive(Clone)]
 struct Clock(Arc<Mutex<r2r::Clock>>);
 
@@ -268,15 +258,7 @@ pub fn run() -> anyhow::Result<()> {
         rt.spawn(async move {
             while let Some(msg) = sub.next().await {
                 let now = clock.now();
-                let image = Arc::new(CameraImage {
-                    stamp: stamp_ns(&msg.header.stamp),
-                    frame_id: msg.header.frame_id,
-                    width: msg.width,
-                    height: msg.height,
-                    encoding: msg.encoding,
-                    step: msg.step,
-                    data: msg.data,
-                });
+                let image = Arc::new(ros_msgs::camera_image(msg));
                 let decoded = decoder.decode(&image.raw());
                 let observations = lock(&core).on_image(i, image, now, decoded);
                 for obs in observations {
@@ -293,7 +275,7 @@ pub fn run() -> anyhow::Result<()> {
         rt.spawn(async move {
             while let Some(msg) = sub.next().await {
                 let now = clock.now();
-                lock(&core).on_joint_state(stamp_ns(&msg.header.stamp), now, &msg.name, &msg.position);
+                lock(&core).on_joint_state(ros_msgs::stamp_ns(&msg.header.stamp), now, &msg.name, &msg.position);
             }
         });
     }
@@ -403,7 +385,7 @@ pub fn run() -> anyhow::Result<()> {
                 CommandPublisher::Trajectory(node.create_publisher::<JointTrajectory>(COMMAND_TOPIC, command_qos)?)
             }
         };
-        let predicted = node.create_publisher::<JointState>("~/predicted_joint_states", QosProfile::default().keep_last(10))?;
+        let predicted = node.create_publisher::<JointState>(&format!("~/{}", ros_msgs::PREDICTED_TOPIC), QosProfile::default().keep_last(10))?;
         let (core, clock, joint_names) = (core.clone(), clock.clone(), cfg.joint_names.clone());
         let state_changed = state_changed.clone();
         rt.spawn(async move {
@@ -426,13 +408,7 @@ pub fn run() -> anyhow::Result<()> {
                     }
                 }
                 if let Some(target) = out.target {
-                    let msg = JointState {
-                        header: Header { stamp: ns_to_time(now), frame_id: String::new() },
-                        name: joint_names.clone(),
-                        position: target,
-                        ..Default::default()
-                    };
-                    if let Err(e) = predicted.publish(&msg) {
+                    if let Err(e) = predicted.publish(&ros_msgs::predicted_joint_state(now, &joint_names, target)) {
                         tracing::warn!(error = %e, "publishing predicted joint states failed");
                     }
                 }
@@ -442,7 +418,7 @@ pub fn run() -> anyhow::Result<()> {
 
     // Diagnostics.
     {
-        let publisher = node.create_publisher::<DiagnosticArray>("/diagnostics", QosProfile::default())?;
+        let publisher = node.create_publisher::<DiagnosticArray>(ros_msgs::DIAGNOSTICS_TOPIC, QosProfile::default())?;
         let (core, clock, stats) = (core.clone(), clock.clone(), stats.clone());
         let name = format!("{}: pipeline", node.fully_qualified_name()?);
         let every = Duration::from_secs_f64(1.0 / cfg.diagnostics_rate_hz);
@@ -454,11 +430,7 @@ pub fn run() -> anyhow::Result<()> {
                     _ = state_changed.notified() => {}
                 }
                 let state = lock(&core).state().clone();
-                let status = diagnostic_status(&name, &state, &lock(&stats));
-                let msg = DiagnosticArray {
-                    header: Header { stamp: ns_to_time(clock.now()), frame_id: String::new() },
-                    status: vec![status],
-                };
+                let msg = ros_msgs::diagnostics(clock.now(), &name, &state, &lock(&stats));
                 if let Err(e) = publisher.publish(&msg) {
                     tracing::warn!(error = %e, "publishing diagnostics failed");
                 }
@@ -513,60 +485,10 @@ enum CommandPublisher {
 impl CommandPublisher {
     fn publish(&self, positions: Vec<f64>, now: i64, joint_names: &[String], period: Duration) -> r2r::Result<()> {
         match self {
-            CommandPublisher::Array(p) => p.publish(&Float64MultiArray { data: positions, ..Default::default() }),
-            CommandPublisher::Trajectory(p) => p.publish(&JointTrajectory {
-                header: Header { stamp: ns_to_time(now), frame_id: String::new() },
-                joint_names: joint_names.to_vec(),
-                points: vec![JointTrajectoryPoint {
-                    positions,
-                    time_from_start: RosDuration { sec: 0, nanosec: period.as_nanos() as u32 },
-                    ..Default::default()
-                }],
-            }),
+            CommandPublisher::Array(p) => p.publish(&ros_msgs::command_array(positions)),
+            CommandPublisher::Trajectory(p) => p.publish(&ros_msgs::command_trajectory(positions, now, joint_names, period)),
         }
     }
-}
-
-fn diagnostic_status(name: &str, state: &crate::core::ControlState, st: &Stats) -> DiagnosticStatus {
-    let mut values = vec![
-        ("state".to_owned(), state.to_string()),
-        ("observations".to_owned(), st.observations.to_string()),
-        ("observations_superseded".to_owned(), st.observations_superseded.to_string()),
-        ("inferences".to_owned(), st.inferences.to_string()),
-        ("inference_errors".to_owned(), st.inference_errors.to_string()),
-        ("inference_ms_last".to_owned(), format!("{:.2}", st.inference_ms_last)),
-        ("inference_ms_max".to_owned(), format!("{:.2}", st.inference_ms_max)),
-        ("commands".to_owned(), st.commands.to_string()),
-        ("hold_commands".to_owned(), st.hold_commands.to_string()),
-        ("clipped_by_limit".to_owned(), st.clipped_by_limit.to_string()),
-        ("clipped_by_step".to_owned(), st.clipped_by_step.to_string()),
-        ("explanations".to_owned(), st.explanations.to_string()),
-        ("explain_errors".to_owned(), st.explain_errors.to_string()),
-        ("explain_ms_last".to_owned(), format!("{:.1}", st.explain_ms_last)),
-        ("explain_ms_max".to_owned(), format!("{:.1}", st.explain_ms_max)),
-        ("dropped_total".to_owned(), st.dropped_total().to_string()),
-    ];
-    for (topic, n) in &st.received {
-        values.push((format!("received/{topic}"), n.to_string()));
-    }
-    for (topic, n) in &st.used {
-        values.push((format!("used/{topic}"), n.to_string()));
-    }
-    for ((topic, reason), n) in &st.dropped {
-        values.push((format!("dropped/{topic}/{reason}"), n.to_string()));
-    }
-    DiagnosticStatus {
-        level: state.level(),
-        name: name.to_owned(),
-        message: state.to_string(),
-        hardware_id: NODE_NAME.to_owned(),
-        values: values.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
-    }
-}
-
-fn image_msg(header: Header, img: image::RgbImage) -> Image {
-    let (width, height) = img.dimensions();
-    Image { header, height, width, encoding: "rgb8".into(), is_bigendian: 0, step: width * 3, data: img.into_raw() }
 }
 
 /// `~/attention/language`, `~/attention/<camera>` (images for RViz and rqt),
@@ -582,43 +504,26 @@ struct ExplanationPublishers {
 impl ExplanationPublishers {
     fn new(node: &mut r2r::Node, camera_names: &[String]) -> r2r::Result<Self> {
         let qos = QosProfile::default().keep_last(2);
+        let private = |t: &str| format!("~/{t}");
         Ok(ExplanationPublishers {
-            language: node.create_publisher("~/attention/language", qos.clone())?,
+            language: node.create_publisher(&private(ros_msgs::LANGUAGE_TOPIC), qos.clone())?,
             overlays: camera_names
                 .iter()
-                .map(|c| node.create_publisher(&format!("~/attention/{c}"), qos.clone()))
+                .map(|c| node.create_publisher(&private(&ros_msgs::overlay_topic(c)), qos.clone()))
                 .collect::<r2r::Result<_>>()?,
-            tokens: node.create_publisher("~/attention/tokens", qos.clone())?,
-            grids: node.create_publisher("~/attention/grids", qos)?,
+            tokens: node.create_publisher(&private(ros_msgs::TOKENS_TOPIC), qos.clone())?,
+            grids: node.create_publisher(&private(ros_msgs::GRIDS_TOPIC), qos)?,
             camera_names: camera_names.to_vec(),
         })
     }
 
     fn publish(&self, obs: &Observation, e: Explanation, threshold: f32) -> r2r::Result<()> {
-        let set_header = Header { stamp: ns_to_time(obs.stamp), frame_id: String::new() };
-        self.tokens.publish(&TokenAttention {
-            header: set_header.clone(),
-            instruction: obs.instruction.to_string(),
-            tokens: e.tokens,
-            weights: e.token_weights,
-            threshold,
-        })?;
-        self.language.publish(&image_msg(set_header, e.language))?;
-        let method = e.method.to_string();
-        for (k, (grid, overlay)) in e.grids.into_iter().zip(e.overlays).enumerate() {
-            // The source image's stamp and frame, so RViz lines the overlay up with it.
-            let cam = &obs.cameras[k];
-            let header = Header { stamp: ns_to_time(cam.stamp), frame_id: cam.frame_id.clone() };
-            self.grids.publish(&ActivationGrid {
-                header: header.clone(),
-                camera_name: self.camera_names[k].clone(),
-                method: method.clone(),
-                rows: e.rows as u32,
-                cols: e.cols as u32,
-                values: grid,
-                feature_norms: Vec::new(),
-            })?;
-            self.overlays[k].publish(&image_msg(header, overlay))?;
+        let m = ros_msgs::explanation_msgs(obs, e, threshold, &self.camera_names);
+        self.tokens.publish(&m.tokens)?;
+        self.language.publish(&m.language)?;
+        for ((grid, overlay), publisher) in m.grids.iter().zip(&m.overlays).zip(&self.overlays) {
+            self.grids.publish(grid)?;
+            publisher.publish(overlay)?;
         }
         Ok(())
     }

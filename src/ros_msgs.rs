@@ -1,0 +1,168 @@
+//! Core values to ROS messages and back: one place for both adapters, the live node
+//! (which publishes them) and the bag replay (which serializes them into a rosbag2 file).
+
+use std::time::Duration;
+
+use r2r::{
+    builtin_interfaces::msg::{Duration as RosDuration, Time},
+    diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
+    sensor_msgs::msg::{Image, JointState},
+    std_msgs::msg::{Float64MultiArray, Header},
+    trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint},
+    vla_controller_msgs::msg::{ActivationGrid, TokenAttention},
+};
+
+use crate::core::{CameraImage, ControlState, Observation};
+use crate::explain::Explanation;
+use crate::stats::Stats;
+
+/// Name of the node, and of its private namespace in topic names.
+pub const NODE_NAME: &str = "vla_controller";
+pub const COMMAND_TOPIC: &str = "joint_commands";
+pub const PREDICTED_TOPIC: &str = "predicted_joint_states";
+pub const LANGUAGE_TOPIC: &str = "attention/language";
+pub const TOKENS_TOPIC: &str = "attention/tokens";
+pub const GRIDS_TOPIC: &str = "attention/grids";
+pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
+
+/// Overlay topic of a camera, in the node's private namespace.
+pub fn overlay_topic(camera: &str) -> String {
+    format!("attention/{camera}")
+}
+
+pub fn stamp_ns(t: &Time) -> i64 {
+    t.sec as i64 * 1_000_000_000 + t.nanosec as i64
+}
+
+pub fn ns_to_time(ns: i64) -> Time {
+    Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+}
+
+pub fn header(ns: i64, frame_id: &str) -> Header {
+    Header { stamp: ns_to_time(ns), frame_id: frame_id.to_owned() }
+}
+
+/// The image with its pixel buffer moved, not copied.
+pub fn camera_image(msg: Image) -> CameraImage {
+    CameraImage {
+        stamp: stamp_ns(&msg.header.stamp),
+        frame_id: msg.header.frame_id,
+        width: msg.width,
+        height: msg.height,
+        encoding: msg.encoding,
+        step: msg.step,
+        data: msg.data,
+    }
+}
+
+/// What forward_command_controller takes.
+pub fn command_array(positions: Vec<f64>) -> Float64MultiArray {
+    Float64MultiArray { data: positions, ..Default::default() }
+}
+
+/// What joint_trajectory_controller takes: one point, reached in one control period.
+pub fn command_trajectory(positions: Vec<f64>, now: i64, joint_names: &[String], period: Duration) -> JointTrajectory {
+    JointTrajectory {
+        header: header(now, ""),
+        joint_names: joint_names.to_vec(),
+        points: vec![JointTrajectoryPoint {
+            positions,
+            time_from_start: RosDuration { sec: 0, nanosec: period.as_nanos() as u32 },
+            ..Default::default()
+        }],
+    }
+}
+
+pub fn predicted_joint_state(now: i64, joint_names: &[String], positions: Vec<f64>) -> JointState {
+    JointState { header: header(now, ""), name: joint_names.to_vec(), position: positions, ..Default::default() }
+}
+
+/// The node's status: its state, and every counter.
+pub fn diagnostics(now: i64, name: &str, state: &ControlState, st: &Stats) -> DiagnosticArray {
+    let mut values = vec![
+        ("state".to_owned(), state.to_string()),
+        ("observations".to_owned(), st.observations.to_string()),
+        ("observations_superseded".to_owned(), st.observations_superseded.to_string()),
+        ("inferences".to_owned(), st.inferences.to_string()),
+        ("inference_errors".to_owned(), st.inference_errors.to_string()),
+        ("inference_ms_last".to_owned(), format!("{:.2}", st.inference_ms_last)),
+        ("inference_ms_max".to_owned(), format!("{:.2}", st.inference_ms_max)),
+        ("commands".to_owned(), st.commands.to_string()),
+        ("hold_commands".to_owned(), st.hold_commands.to_string()),
+        ("clipped_by_limit".to_owned(), st.clipped_by_limit.to_string()),
+        ("clipped_by_step".to_owned(), st.clipped_by_step.to_string()),
+        ("explanations".to_owned(), st.explanations.to_string()),
+        ("explain_errors".to_owned(), st.explain_errors.to_string()),
+        ("explain_ms_last".to_owned(), format!("{:.1}", st.explain_ms_last)),
+        ("explain_ms_max".to_owned(), format!("{:.1}", st.explain_ms_max)),
+        ("dropped_total".to_owned(), st.dropped_total().to_string()),
+    ];
+    for (topic, n) in &st.received {
+        values.push((format!("received/{topic}"), n.to_string()));
+    }
+    for (topic, n) in &st.used {
+        values.push((format!("used/{topic}"), n.to_string()));
+    }
+    for ((topic, reason), n) in &st.dropped {
+        values.push((format!("dropped/{topic}/{reason}"), n.to_string()));
+    }
+    DiagnosticArray {
+        header: header(now, ""),
+        status: vec![DiagnosticStatus {
+            level: state.level(),
+            name: name.to_owned(),
+            message: state.to_string(),
+            hardware_id: NODE_NAME.to_owned(),
+            values: values.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+        }],
+    }
+}
+
+pub fn image_msg(header: Header, img: image::RgbImage) -> Image {
+    let (width, height) = img.dimensions();
+    Image { header, height, width, encoding: "rgb8".into(), is_bigendian: 0, step: width * 3, data: img.into_raw() }
+}
+
+/// One explanation as messages: token weights and the language heatmap stamped with the
+/// camera set; per camera, the grid and the overlay with the source image's stamp and
+/// frame_id, so RViz lines the overlay up with the image.
+pub struct ExplanationMsgs {
+    pub tokens: TokenAttention,
+    pub language: Image,
+    pub grids: Vec<ActivationGrid>,
+    pub overlays: Vec<Image>,
+}
+
+pub fn explanation_msgs(obs: &Observation, e: Explanation, threshold: f32, camera_names: &[String]) -> ExplanationMsgs {
+    let set_header = header(obs.stamp, "");
+    let method = e.method.to_string();
+    let (rows, cols) = (e.rows as u32, e.cols as u32);
+    let mut grids = Vec::with_capacity(e.grids.len());
+    let mut overlays = Vec::with_capacity(e.grids.len());
+    for (k, (values, overlay)) in e.grids.into_iter().zip(e.overlays).enumerate() {
+        let cam = &obs.cameras[k];
+        let h = header(cam.stamp, &cam.frame_id);
+        grids.push(ActivationGrid {
+            header: h.clone(),
+            camera_name: camera_names[k].clone(),
+            method: method.clone(),
+            rows,
+            cols,
+            values,
+            feature_norms: Vec::new(),
+        });
+        overlays.push(image_msg(h, overlay));
+    }
+    ExplanationMsgs {
+        tokens: TokenAttention {
+            header: set_header.clone(),
+            instruction: obs.instruction.to_string(),
+            tokens: e.tokens,
+            weights: e.token_weights,
+            threshold,
+        },
+        language: image_msg(set_header, e.language),
+        grids,
+        overlays,
+    }
+}
