@@ -16,14 +16,14 @@ build: setup
 
 test: build
 	$(ENV) cargo test --release
-	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain
+	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
 
 test-unit: setup
 	scripts/build_msgs.sh
 	$(ENV) cargo test --release
 
 test-ros: build
-	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain
+	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
 
 demo: build
 	$(ENV) python scripts/demo.py

@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v4"
+stamp="$venv/.setup-v5"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -35,7 +35,7 @@ python3 -m venv "$venv"
   ros-kilted-std-msgs ros-kilted-sensor-msgs ros-kilted-trajectory-msgs \
   ros-kilted-diagnostic-msgs ros-kilted-rosgraph-msgs ros-kilted-builtin-interfaces \
   ros-kilted-rcl-interfaces \
-  torch==2.11.0 numpy pytest
+  torch==2.11.0 numpy pytest rosbags
 # rosidl and ament CMake, to build the interface package in msg/ (scripts/build_msgs.sh).
 "$venv/bin/pip" install -q \
   ros-kilted-ament-cmake ros-kilted-ament-package catkin-pkg ros-kilted-ament-cmake-ros-core \

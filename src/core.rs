@@ -455,6 +455,15 @@ impl Core {
         }
     }
 
+    /// Counts the messages still waiting in the synchronizer as dropped with `reason`
+    /// (at the end of a recording, where no later message will complete their sets).
+    pub fn drain(&mut self, reason: &str) {
+        for (k, _, _) in self.sync.clear() {
+            let t = self.camera_topics[k].clone();
+            self.stats().dropped(&t, reason);
+        }
+    }
+
     fn reset_after_clock_jump(&mut self) {
         let dropped = self.sync.clear();
         for (k, _, _) in dropped {
@@ -616,7 +625,7 @@ mod tests {
         let st = r.stats.lock().unwrap();
         assert_eq!(st.received["instruction"], 5);
         assert_eq!(st.used["instruction"], 1);
-        assert_eq!(st.dropped_total(), 4);
+        assert_eq!(st.rejected_total(), 4);
     }
 
     #[test]
@@ -627,8 +636,8 @@ mod tests {
         assert_eq!(out.state, ControlState::Stale { topic: "camera/main/image_raw".into(), never: true });
         assert_eq!(out.command, None);
         let st = r.stats.lock().unwrap();
-        assert_eq!(st.dropped_total(), 1);
-        assert_eq!(st.dropped.keys().next().unwrap().1, "unsupported encoding");
+        assert_eq!(st.rejected_total(), 1);
+        assert_eq!(st.rejected.keys().next().unwrap().1, "unsupported encoding");
     }
 
     /// Runs inputs every 10 ms and ticks every 10 ms, with a chunk of constant `target`

@@ -32,6 +32,10 @@ pub enum Error {
     #[error("{topic}: {reason}")]
     Rejected { topic: String, reason: String },
 
+    /// A rosbag2 recording could not be read or written.
+    #[error("bag `{path}`: {reason}")]
+    Bag { path: PathBuf, reason: String },
+
     /// The requested compute device is not available.
     #[error("device `{requested}` is not available: {reason}")]
     Device { requested: String, reason: String },
@@ -44,6 +48,12 @@ impl Error {
             value: value.to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+impl Error {
+    pub fn bag(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
+        Error::Bag { path: path.to_owned(), reason: reason.to_string() }
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`node`]: the r2r adapter;
 //! - [`config`], [`stats`], [`error`]: parameters, counters, the error type.
 
+pub mod bag;
 pub mod config;
 pub mod core;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod inspect;
 pub mod joints;
 pub mod node;
 pub mod policy;
+pub mod replay;
 pub mod ros_msgs;
 pub mod safety;
 pub mod smoothing;

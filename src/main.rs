@@ -1,7 +1,9 @@
 //! The `vla_controller` binary.
 //!
 //! - `vla_controller --ros-args --params-file config/controller.yaml`: the node;
-//! - `vla_controller inspect ...`: explanations of one input without a robot.
+//! - `vla_controller inspect ...`: explanations of one input without a robot;
+//! - `vla_controller replay INPUT -o OUTPUT`: a recorded bag through the pipeline;
+//! - `vla_controller compare NEW OLD`: two replay outputs against each other.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -13,6 +15,20 @@ use clap::Parser;
 struct Inspect {
     #[command(flatten)]
     args: vla_controller::inspect::InspectArgs,
+}
+
+#[derive(Parser)]
+#[command(name = "vla_controller replay", about = "Replay a rosbag2 recording through the pipeline into a new bag")]
+struct Replay {
+    #[command(flatten)]
+    args: vla_controller::replay::ReplayArgs,
+}
+
+#[derive(Parser)]
+#[command(name = "vla_controller compare", about = "Compare the commands of two replay outputs")]
+struct Compare {
+    #[command(flatten)]
+    args: vla_controller::replay::CompareArgs,
 }
 
 fn main() -> ExitCode {
@@ -30,11 +46,17 @@ fn main() -> ExitCode {
             let cli = Inspect::parse_from(std::env::args().skip(1));
             vla_controller::inspect::run(cli.args)
         }
+        // Both write their report either way; a damaged input, a missing topic or a
+        // deviation beyond the tolerance makes the exit status 1.
+        Some("replay") => vla_controller::replay::run(Replay::parse_from(std::env::args().skip(1)).args)
+            .and_then(|clean| if clean { Ok(()) } else { Err(anyhow::anyhow!("replay finished with the errors above")) }),
+        Some("compare") => vla_controller::replay::run_compare(Compare::parse_from(std::env::args().skip(1)).args)
+            .and_then(|within| if within { Ok(()) } else { Err(anyhow::anyhow!("commands differ beyond the tolerance")) }),
         Some("--help" | "-h") => {
             println!(
                 "vla_controller: ROS 2 node running a vision-language-action policy\n\n\
                  usage:\n  vla_controller --ros-args --params-file config/controller.yaml [-r from:=to] [-p name:=value]\n  \
-                 vla_controller inspect --help"
+                 vla_controller inspect --help\n  vla_controller replay --help\n  vla_controller compare --help"
             );
             Ok(())
         }

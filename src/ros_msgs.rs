@@ -96,6 +96,7 @@ pub fn diagnostics(now: i64, name: &str, state: &ControlState, st: &Stats) -> Di
         ("explain_ms_last".to_owned(), format!("{:.1}", st.explain_ms_last)),
         ("explain_ms_max".to_owned(), format!("{:.1}", st.explain_ms_max)),
         ("dropped_total".to_owned(), st.dropped_total().to_string()),
+        ("rejected_total".to_owned(), st.rejected_total().to_string()),
     ];
     for (topic, n) in &st.received {
         values.push((format!("received/{topic}"), n.to_string()));
@@ -105,6 +106,9 @@ pub fn diagnostics(now: i64, name: &str, state: &ControlState, st: &Stats) -> Di
     }
     for ((topic, reason), n) in &st.dropped {
         values.push((format!("dropped/{topic}/{reason}"), n.to_string()));
+    }
+    for ((topic, reason), n) in &st.rejected {
+        values.push((format!("rejected/{topic}/{reason}"), n.to_string()));
     }
     DiagnosticArray {
         header: header(now, ""),

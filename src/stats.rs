@@ -13,7 +13,11 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct Stats {
     pub received: BTreeMap<String, u64>,
     pub used: BTreeMap<String, u64>,
+    /// Good messages that were not used, per (topic, reason): e.g. not matched by the
+    /// synchronizer.
     pub dropped: BTreeMap<(String, String), u64>,
+    /// Bad messages refused, per (topic, reason): e.g. an unsupported encoding.
+    pub rejected: BTreeMap<(String, String), u64>,
     /// Synchronized camera sets paired with a joint state and an instruction.
     pub observations: u64,
     /// Observations replaced by a newer one before inference took them (newest wins).
@@ -38,6 +42,12 @@ pub struct Stats {
 
 pub type SharedStats = Arc<Mutex<Stats>>;
 
+fn bump(map: &mut BTreeMap<(String, String), u64>, key: &(String, String)) -> u64 {
+    let c = map.entry(key.clone()).or_default();
+    *c += 1;
+    *c
+}
+
 impl Stats {
     pub fn received(&mut self, topic: &str) {
         *self.received.entry(topic.to_owned()).or_default() += 1;
@@ -47,30 +57,37 @@ impl Stats {
         *self.used.entry(topic.to_owned()).or_default() += n;
     }
 
-    /// Counts a dropped input under its reason and logs it, at most once per `LOG_EVERY`
-    /// for the same topic and reason (with the count so far).
+    /// Counts a good input that was not used, under its reason, and logs it at most once
+    /// per `LOG_EVERY` for the same topic and reason (with the count so far).
     pub fn dropped(&mut self, topic: &str, reason: &str) {
-        self.rejected(topic, reason, reason);
+        let key = (topic.to_owned(), reason.to_owned());
+        let n = bump(&mut self.dropped, &key);
+        self.log(key, reason, n);
     }
 
-    /// Like [`Stats::dropped`] for a message rejected as bad: counted under `reason` (a
-    /// fixed category, so diagnostics keys stay few), logged with `detail` (the values).
+    /// Counts a bad input, refused: under `reason` (a fixed category, so diagnostics keys
+    /// stay few), logged with `detail` (the values).
     pub fn rejected(&mut self, topic: &str, reason: &str, detail: &str) {
         let key = (topic.to_owned(), reason.to_owned());
-        let n = {
-            let c = self.dropped.entry(key.clone()).or_default();
-            *c += 1;
-            *c
-        };
+        let n = bump(&mut self.rejected, &key);
+        self.log(key, detail, n);
+    }
+
+    fn log(&mut self, key: (String, String), detail: &str, n: u64) {
         let now = Instant::now();
         let due = self.last_logged.get(&key).is_none_or(|t| now.duration_since(*t) >= LOG_EVERY);
         if due {
-            tracing::warn!(topic, reason = detail, count = n, "input dropped");
+            let topic = key.0.as_str();
+            tracing::warn!(topic, reason = detail, count = n, "input not used");
             self.last_logged.insert(key, now);
         }
     }
 
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
     }
 }
