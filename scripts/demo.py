@@ -1,9 +1,15 @@
-"""`make demo`: the live node on a ROS 2 graph fed by the project's own peers.
+"""`make demo`: the live node on a ROS 2 graph fed by the project's own peers, then
+the same pipeline replaying a recording.
 
-A synthetic tabletop scene is published on the three camera topics at 30 Hz, a simulated
-arm follows the node's joint commands and publishes joint_states at 100 Hz, and a few
-instructions (English and Chinese) are sent one after the other. For each, the demo
-prints what the node commands and where the arm's tool ends up.
+1. Live: a synthetic tabletop scene is published on the three camera topics at 30 Hz, a
+   simulated arm follows the node's joint commands and publishes joint_states at
+   100 Hz, and four instructions (English and Chinese) are sent one after the other. For
+   each, the demo prints what the node commands and where the arm's tool ends up, then
+   explains one instruction with `vla_controller inspect` (pictures in out/demo/).
+2. Replay: a 3 s recording of the scene, written by the generator with the `rosbags`
+   library (out/demo/sample_bag), replayed by `vla_controller replay` into
+   out/demo/replay, which prints its accounting and leaves explanation PNGs in
+   out/demo/replay/explanations.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +33,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 import faithfulness  # noqa: E402
+from vla_demo import bags  # noqa: E402
 from vla_demo import scene as sc  # noqa: E402
 from vla_demo.png import write_png  # noqa: E402
 from vla_demo.ros_peers import Peers, Recorder, ScenePublisher, SimArm  # noqa: E402
@@ -113,7 +121,26 @@ def main() -> int:
           "(the demo policy reaches the named item in 98.7% of held-out scenes; see policy/README.md).")
     # Explain a miss if there was one: that is what the explanations are for.
     inspect(s, missed[0] if missed else plan[0])
-    return 0 if commanded else 1
+    replayed = replay(s)
+    return 0 if commanded and replayed else 1
+
+
+def replay(s) -> bool:
+    """A recording of the scene through `vla_controller replay`."""
+    out = ROOT / "out" / "demo"
+    bag, result = out / "sample_bag", out / "replay"
+    shutil.rmtree(bag, ignore_errors=True)
+    shutil.rmtree(result, ignore_errors=True)
+    it0, it2 = s.items[0], s.items[2]
+    instructions = [(0.0, sc.instruction_text(it0.colour, it0.shape, "move_above", "en")),
+                    (1.5, sc.instruction_text(it2.colour, it2.shape, "pick", "zh"))]
+    bags.write_scene_bag(bag, s, instructions, seconds=3.0)
+    print(f"\nReplaying a 3 s recording of the scene ({bag.relative_to(ROOT)}, written with rosbags):")
+    r = subprocess.run([str(ROOT / "target/release/vla_controller"), "replay", str(bag), "-o", str(result),
+                        "--save-pngs", "3", "--quiet"], cwd=ROOT)
+    print(f"Output bag: {result.relative_to(ROOT)}/ (metadata.yaml, MCAP); heatmaps in "
+          f"{(result / 'explanations').relative_to(ROOT)}/")
+    return r.returncode == 0
 
 
 def inspect(s, case) -> None:
