@@ -1,4 +1,4 @@
-# Source this file (like a ROS setup.bash) to run the node, the tests and rclpy from any
+# Source this file in bash (like a ROS setup.bash) to run the node, the tests and rclpy from any
 # shell with the project's own ROS 2 Kilted prefix and libtorch:
 #     . scripts/env.sh
 # It expects `make setup` (scripts/setup.sh) to have created .venv. On a robot with a
@@ -9,14 +9,26 @@ _vla_site=$_vla_venv/lib/python3.11/site-packages
 if [ ! -d "$_vla_venv" ]; then
   echo "scripts/env.sh: $_vla_venv is missing; run 'make setup' first" >&2
 else
+  # Prepends $2 to the path list named $1 unless it is there already, so that sourcing
+  # this file twice changes nothing. (r2r regenerates its bindings whenever
+  # AMENT_PREFIX_PATH changes, and its cache of them loses configuration on the way back.)
+  _vla_prepend() {
+    case ":${!1:-}:" in *":$2:"*) ;; *) export "$1=$2${!1:+:${!1}}" ;; esac
+  }
   export VIRTUAL_ENV=$_vla_venv
-  export PATH=$_vla_root/target/release:$_vla_venv/bin:$PATH
+  _vla_prepend PATH "$_vla_venv/bin"
+  _vla_prepend PATH "$_vla_root/target/release"
   # The ROS prefix is the venv itself; the interface package in msg/ installs beside it.
-  export AMENT_PREFIX_PATH=$_vla_root/msg/install:$_vla_venv${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}
-  _vla_libs=$_vla_venv/lib:$_vla_root/msg/install/lib:$_vla_site/torch/lib
-  for _d in "$_vla_site"/ros_*.libs; do [ -d "$_d" ] && _vla_libs=$_vla_libs:$_d; done
-  export LD_LIBRARY_PATH=$_vla_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export PYTHONPATH=$_vla_root/python:$_vla_root/msg/install/lib/python3.11/site-packages${PYTHONPATH:+:$PYTHONPATH}
+  _vla_prepend AMENT_PREFIX_PATH "$_vla_venv"
+  _vla_prepend AMENT_PREFIX_PATH "$_vla_root/msg/install"
+  for _d in "$_vla_site"/ros_*.libs; do
+    [ -d "$_d" ] && _vla_prepend LD_LIBRARY_PATH "$_d"
+  done
+  for _d in "$_vla_site/torch/lib" "$_vla_root/msg/install/lib" "$_vla_venv/lib"; do
+    _vla_prepend LD_LIBRARY_PATH "$_d"
+  done
+  _vla_prepend PYTHONPATH "$_vla_root/msg/install/lib/python3.11/site-packages"
+  _vla_prepend PYTHONPATH "$_vla_root/python"
   # librcl in these wheels pulls in rosidl Python typesupport, which needs libpython's
   # symbols even in a non-Python process such as the node.
   _vla_libpython=$(python3 -c 'import sysconfig,os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))' 2>/dev/null)
@@ -31,4 +43,5 @@ else
   # Only the interface packages the node uses get Rust bindings (faster builds).
   export IDL_PACKAGE_FILTER="vla_controller_msgs;std_msgs;sensor_msgs;geometry_msgs;trajectory_msgs;diagnostic_msgs;rosgraph_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;service_msgs;type_description_interfaces"
 fi
-unset _vla_root _vla_venv _vla_site _vla_libs _vla_libpython _d
+unset _vla_root _vla_venv _vla_site _vla_libpython _d
+unset -f _vla_prepend

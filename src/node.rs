@@ -10,7 +10,7 @@
 //!
 //! r2r's executor is spun in its own thread so that messages are delivered as they come.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
+    rosgraph_msgs::msg::Clock as ClockMsg,
     sensor_msgs::msg::{Image, JointState},
     std_msgs::msg::{Float64MultiArray, String as RosString},
     trajectory_msgs::msg::JointTrajectory,
@@ -160,14 +161,23 @@ fn lock_live(c: &Mutex<LiveConfig>) -> std::sync::MutexGuard<'_, LiveConfig> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The node's clock: system time, or under use_sim_time the last /clock message (0 until
+/// the first arrives, as in rclcpp). Sim time is followed here rather than through
+/// r2r's TimeSource, which r2r only compiles in when its generated-bindings cache is
+/// fresh.
 #[derive(Clone)]
-struct Clock(Arc<Mutex<r2r::Clock>>);
+enum Clock {
+    System(Arc<Mutex<r2r::Clock>>),
+    Sim(Arc<AtomicI64>),
+}
 
 impl Clock {
-    /// The node's clock in nanoseconds: /clock under use_sim_time, system time otherwise.
+    /// Now, in nanoseconds.
     fn now(&self) -> i64 {
-        let d = self.0.lock().unwrap_or_else(|e| e.into_inner()).get_now().unwrap_or_default();
-        d.as_nanos() as i64
+        match self {
+            Clock::System(c) => lock(c).get_now().unwrap_or_default().as_nanos() as i64,
+            Clock::Sim(t) => t.load(Ordering::Acquire),
+        }
     }
 }
 
@@ -180,11 +190,12 @@ struct Setup {
     node: r2r::Node,
     cfg: Config,
     policy: Policy,
+    use_sim_time: bool,
 }
 
 fn setup() -> anyhow::Result<Setup> {
     let ctx = r2r::Context::create().context("initializing ROS 2")?;
-    let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
+    let node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
     let params: Params = lock(&node.params)
         .iter()
         .filter_map(|(k, p)| to_param_value(&p.value).map(|v| (k.clone(), v)))
@@ -203,10 +214,7 @@ fn setup() -> anyhow::Result<Setup> {
             p.insert(name, param);
         }
     }
-    if params.get("use_sim_time") == Some(&ParamValue::Bool(true)) {
-        node.get_time_source().enable_sim_time(&mut node).context("enabling use_sim_time")?;
-        tracing::info!("use_sim_time: following /clock");
-    }
+    let use_sim_time = params.get("use_sim_time") == Some(&ParamValue::Bool(true));
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32);
     }
@@ -221,12 +229,12 @@ fn setup() -> anyhow::Result<Setup> {
         input = format!("{}x{}", m.image_width, m.image_height),
         "policy loaded and checked"
     );
-    Ok(Setup { node, cfg, policy })
+    Ok(Setup { node, cfg, policy, use_sim_time })
 }
 
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run() -> anyhow::Result<()> {
-    let Setup { mut node, cfg, policy } = setup()?;
+    let Setup { mut node, cfg, policy, use_sim_time } = setup()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -238,7 +246,21 @@ pub fn run() -> anyhow::Result<()> {
     let core = Arc::new(Mutex::new(Core::new(&cfg, policy.meta(), stats.clone())));
     let decoder = ImageDecoder::new(&cfg, policy.meta());
     let slot: Arc<LatestSlot<Observation>> = Arc::new(LatestSlot::new());
-    let clock = Clock(node.get_ros_clock());
+    let clock = if use_sim_time {
+        let t = Arc::new(AtomicI64::new(0));
+        // Best effort, depth 1, as rclcpp's clock QoS: also matches reliable publishers.
+        let mut sub = node.subscribe::<ClockMsg>("/clock", QosProfile::sensor_data().keep_last(1))?;
+        let tt = t.clone();
+        rt.spawn(async move {
+            while let Some(msg) = sub.next().await {
+                tt.store(ros_msgs::stamp_ns(&msg.clock), Ordering::Release);
+            }
+        });
+        tracing::info!("use_sim_time: following /clock");
+        Clock::Sim(t)
+    } else {
+        Clock::System(node.get_ros_clock())
+    };
 
     // Parameter services (list/get/set/describe); explanation settings can be changed
     // while running, other parameters are refused with the reason.

@@ -63,7 +63,17 @@ fn storage_files(path: &Path) -> Result<Vec<PathBuf>> {
     if meta.is_file() {
         let text = std::fs::read_to_string(&meta).map_err(|e| Error::bag(&meta, e))?;
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Error::bag(&meta, format!("not valid YAML: {e}")))?;
-        let files = doc["rosbag2_bagfile_information"]["relative_file_paths"]
+        let info = &doc["rosbag2_bagfile_information"];
+        if let Some(format) = info["compression_format"].as_str().filter(|f| !f.is_empty()) {
+            // rosbag2's own compression wraps whole files or messages; MCAP's chunk
+            // compression (what rosbag2 uses by default with MCAP) is read as usual.
+            let mode = info["compression_mode"].as_str().unwrap_or("");
+            return Err(Error::bag(
+                &meta,
+                format!("rosbag2 {format} compression ({mode} mode) is not supported; `ros2 bag convert` makes an uncompressed copy"),
+            ));
+        }
+        let files = info["relative_file_paths"]
             .as_sequence()
             .ok_or_else(|| Error::bag(&meta, "no rosbag2_bagfile_information.relative_file_paths"))?;
         let files: Vec<PathBuf> = files.iter().filter_map(|f| f.as_str()).map(|f| path.join(f)).collect();
@@ -105,6 +115,7 @@ fn sqlite_page(conn: &rusqlite::Connection, after: Option<(i64, i64)>) -> rusqli
 }
 
 impl BagReader {
+    /// Opens a bag folder or storage file; nothing is read before the first `next`.
     pub fn open(path: &Path) -> Result<BagReader> {
         let files = storage_files(path)?;
         let bytes_total = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
@@ -209,5 +220,52 @@ impl Iterator for BagReader {
                 None => self.current = None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vla-bag-reader-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn rosbag2_file_compression_is_refused_by_name() {
+        let d = dir("compressed");
+        std::fs::write(
+            d.join("metadata.yaml"),
+            "rosbag2_bagfile_information:\n  compression_format: zstd\n  compression_mode: FILE\n  relative_file_paths: [b_0.mcap.zstd]\n",
+        )
+        .unwrap();
+        let e = BagReader::open(&d).err().unwrap().to_string();
+        assert!(e.contains("zstd compression (FILE mode) is not supported"), "{e}");
+    }
+
+    #[test]
+    fn missing_and_empty_inputs_name_the_problem() {
+        let d = dir("empty");
+        let e = BagReader::open(&d).err().unwrap().to_string();
+        assert!(e.contains("no metadata.yaml and no .mcap or .db3 file"), "{e}");
+        std::fs::write(d.join("metadata.yaml"), "rosbag2_bagfile_information:\n  relative_file_paths: [gone.mcap]\n").unwrap();
+        let e = BagReader::open(&d).err().unwrap().to_string();
+        assert!(e.contains("gone.mcap") && e.contains("listed in metadata.yaml but missing"), "{e}");
+        let e = BagReader::open(&d.join("nothing")).err().unwrap().to_string();
+        assert!(e.contains("no such file or folder"), "{e}");
+    }
+
+    #[test]
+    fn garbage_file_ends_the_stream_with_an_error() {
+        let d = dir("garbage");
+        let f = d.join("x.mcap");
+        std::fs::write(&f, b"this is not an MCAP file at all").unwrap();
+        let mut r = BagReader::open(&f).unwrap();
+        let e = r.next().unwrap().unwrap_err().to_string();
+        assert!(e.contains("x.mcap") && e.contains("damaged MCAP data"), "{e}");
+        assert!(r.next().is_none());
     }
 }
