@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-unit test-ros demo bench clean
+.PHONY: setup build test test-unit test-ros demo bench bench-e2e clean
 
 setup:
 	scripts/setup.sh
@@ -33,3 +33,6 @@ clean:
 
 bench: build
 	$(ENV) cargo bench --bench pipeline
+
+bench-e2e: build
+	$(ENV) python benches/e2e.py

@@ -81,7 +81,7 @@ fn main() {
         // Every tick a joint state, every other tick a new chunk (inference at ~25 Hz).
         core.on_joint_state(now, now, &names, &q);
         if k % 2 == 0 {
-            core.on_chunk(now, o.instruction_seq, &out.actions);
+            core.on_chunk(o.stamp, now, o.instruction_seq, &out.actions);
         }
         std::hint::black_box(core.tick(now));
         now += period;

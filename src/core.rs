@@ -166,6 +166,9 @@ pub struct TickOutput {
     /// The smoothed action for this tick before the safety filter, when running: where
     /// the policy is taking the arm (published as predicted motion).
     pub target: Option<Vec<f64>>,
+    /// When running, the stamp of the newest camera set whose chunk this command uses
+    /// (for measuring latency from input to command).
+    pub source: Option<i64>,
     pub state: ControlState,
     /// True when `state` differs from the previous tick's.
     pub state_changed: bool,
@@ -195,6 +198,7 @@ pub struct Core {
     last_command: Option<Vec<f64>>,
     policy_fault: Option<String>,
     chunk_seq: u64,
+    newest_chunk: Option<i64>,
     state: ControlState,
     clock_jumped: bool,
     stats: SharedStats,
@@ -226,6 +230,7 @@ impl Core {
             last_command: None,
             policy_fault: None,
             chunk_seq: 0,
+            newest_chunk: None,
             state: ControlState::WaitingForInstruction,
             clock_jumped: false,
             stats,
@@ -351,9 +356,10 @@ impl Core {
         ((t - base) as f64 / self.period as f64).round() as i64
     }
 
-    /// A chunk computed from `obs`. Chunks of an older instruction are discarded; the
-    /// first chunk of a new instruction discards every queued action of the old one.
-    pub fn on_chunk(&mut self, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>]) {
+    /// A chunk computed from the observation of stamp `obs_stamp` that was complete at
+    /// `obs_arrival`. Chunks of an older instruction are discarded; the first chunk of a
+    /// new instruction discards every queued action of the old one.
+    pub fn on_chunk(&mut self, obs_stamp: i64, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>]) {
         let current = self.instruction.as_ref().map_or(0, |i| i.seq);
         if instruction_seq < current {
             self.stats().dropped("policy", "chunk computed for a previous instruction");
@@ -368,6 +374,7 @@ impl Core {
         }
         let first = self.tick_index(obs_arrival);
         self.smoother.add_chunk(first, actions);
+        self.newest_chunk = Some(obs_stamp);
         self.policy_fault = None;
     }
 
@@ -449,6 +456,7 @@ impl Core {
         self.state = state.clone();
         TickOutput {
             command: self.last_command.clone(),
+            source: if state.is_hold() { None } else { self.newest_chunk },
             target: if state.is_hold() { None } else { smoothed },
             state,
             state_changed,
@@ -652,7 +660,7 @@ mod tests {
                 obs.extend(r.image(1, t + MS, "rgb8"));
             }
             for o in obs {
-                r.core.on_chunk(o.arrival, o.instruction_seq, &vec![vec![target, -target]; 10]);
+                r.core.on_chunk(o.stamp, o.arrival, o.instruction_seq, &vec![vec![target, -target]; 10]);
             }
             outs.push((t, r.core.tick(t)));
             t += 10 * MS;
@@ -696,10 +704,10 @@ mod tests {
         drive(&mut r, 0, 200 * MS, 0.3, None);
         r.core.on_instruction("two");
         // A late chunk of the first instruction is discarded...
-        r.core.on_chunk(200 * MS, 1, &vec![vec![-0.9, -0.9]; 10]);
+        r.core.on_chunk(200 * MS, 200 * MS, 1, &vec![vec![-0.9, -0.9]; 10]);
         assert_eq!(r.stats.lock().unwrap().dropped[&("policy".into(), "chunk computed for a previous instruction".into())], 1);
         // ...and the queued actions go at the first chunk of the second.
-        r.core.on_chunk(200 * MS, 2, &vec![vec![0.35, 0.0]; 2]);
+        r.core.on_chunk(200 * MS, 200 * MS, 2, &vec![vec![0.35, 0.0]; 2]);
         let out = r.core.tick(210 * MS).command.unwrap();
         // From (0.3, -0.3): joint a to 0.35, joint b one 0.1 step towards 0.
         assert!((out[0] - 0.35).abs() < 1e-12 && (out[1] + 0.2).abs() < 1e-12, "{out:?}");
@@ -716,7 +724,7 @@ mod tests {
         assert_eq!(out.state, ControlState::PolicyFault("boom".into()));
         assert_eq!(out.command.unwrap(), before);
         // A NaN action is refused by the safety filter: hold, and counted.
-        r.core.on_chunk(110 * MS, 1, &vec![vec![f64::NAN, 0.0]; 10]);
+        r.core.on_chunk(110 * MS, 110 * MS, 1, &vec![vec![f64::NAN, 0.0]; 10]);
         let out = r.core.tick(120 * MS);
         assert!(matches!(out.state, ControlState::PolicyFault(_)));
         assert_eq!(out.command.unwrap(), before);

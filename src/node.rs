@@ -20,7 +20,7 @@ use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
     rosgraph_msgs::msg::Clock as ClockMsg,
     sensor_msgs::msg::{Image, JointState},
-    std_msgs::msg::{Float64MultiArray, String as RosString},
+    std_msgs::msg::{Float64MultiArray, Header, String as RosString},
     trajectory_msgs::msg::JointTrajectory,
     vla_controller_msgs::msg::{ActivationGrid, TokenAttention},
     ParameterValue, QosProfile,
@@ -363,6 +363,13 @@ pub fn run() -> anyhow::Result<()> {
         })?
     };
 
+    // Timing: the stamp of the camera set behind each chunk when it is ready, and behind
+    // each command, so that a benchmark can measure input-to-chunk and input-to-command
+    // latency from outside (benches/e2e.py).
+    let timing_qos = QosProfile::default().keep_last(100);
+    let chunk_timing = node.create_publisher::<Header>(&format!("~/{}", ros_msgs::TIMING_CHUNK_TOPIC), timing_qos.clone())?;
+    let command_timing = node.create_publisher::<Header>(&format!("~/{}", ros_msgs::TIMING_COMMAND_TOPIC), timing_qos)?;
+
     // Inference, off the async reactor.
     let inference = {
         let (core, slot, stats, policy) = (core.clone(), slot.clone(), stats.clone(), policy.clone());
@@ -380,7 +387,8 @@ pub fn run() -> anyhow::Result<()> {
                             st.inference_ms_last = ms;
                             st.inference_ms_max = st.inference_ms_max.max(ms);
                         }
-                        lock(&core).on_chunk(obs.arrival, obs.instruction_seq, &out.actions);
+                        lock(&core).on_chunk(obs.stamp, obs.arrival, obs.instruction_seq, &out.actions);
+                        let _ = chunk_timing.publish(&ros_msgs::header(obs.stamp, ""));
                         explain_slot.put((obs, out));
                     }
                     Err(e) => {
@@ -428,6 +436,9 @@ pub fn run() -> anyhow::Result<()> {
                     if let Err(e) = publisher.publish(cmd, now, &joint_names, period) {
                         tracing::error!(error = %e, "publishing the command failed");
                     }
+                }
+                if let Some(source) = out.source {
+                    let _ = command_timing.publish(&ros_msgs::header(source, ""));
                 }
                 if let Some(target) = out.target {
                     if let Err(e) = predicted.publish(&ros_msgs::predicted_joint_state(now, &joint_names, target)) {

@@ -333,7 +333,7 @@ impl Replay<'_> {
                     st.inference_ms_last = ms;
                     st.inference_ms_max = st.inference_ms_max.max(ms);
                 }
-                self.core.on_chunk(obs.arrival, obs.instruction_seq, &out.actions);
+                self.core.on_chunk(obs.stamp, obs.arrival, obs.instruction_seq, &out.actions);
                 self.pending_explanation = Some((obs, out));
             }
             Err(e) => {

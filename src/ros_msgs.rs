@@ -24,6 +24,10 @@ pub const LANGUAGE_TOPIC: &str = "attention/language";
 pub const TOKENS_TOPIC: &str = "attention/tokens";
 pub const GRIDS_TOPIC: &str = "attention/grids";
 pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
+/// std_msgs/Header with the stamp of the camera set behind each chunk, when it is ready.
+pub const TIMING_CHUNK_TOPIC: &str = "timing/chunk";
+/// std_msgs/Header with the stamp of the newest camera set behind each command.
+pub const TIMING_COMMAND_TOPIC: &str = "timing/command";
 
 /// Overlay topic of a camera, in the node's private namespace.
 pub fn overlay_topic(camera: &str) -> String {
