@@ -213,7 +213,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=60, help="camera sets after the first chunk, not measured")
     ap.add_argument("--rounds", type=int, default=2, help="runs of each implementation, alternating")
     ap.add_argument("--json", type=Path, default=ROOT / "target" / "bench-e2e.json")
+    ap.add_argument("-p", "--param", action="append", default=[],
+                    help="name:=value for both nodes, e.g. torch_threads:=1")
     args = ap.parse_args()
+    for cmd in NODES.values():
+        for p in args.param:
+            cmd += ["-p", p]
 
     floor = floor_forward_ms()
     print(f"policy forward pass (floor): p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms")

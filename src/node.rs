@@ -374,10 +374,18 @@ pub fn run() -> anyhow::Result<()> {
     let inference = {
         let (core, slot, stats, policy) = (core.clone(), slot.clone(), stats.clone(), policy.clone());
         let explain_slot = explain_slot.clone();
+        let clock_i = clock.clone();
         std::thread::Builder::new().name("inference".into()).spawn(move || {
             while let Some(obs) = slot.take() {
                 let t0 = Instant::now();
+                let taken = clock_i.now();
                 let result = policy.infer(&obs.images, &obs.state, &obs.tokens);
+                tracing::debug!(
+                    stamp_to_arrival_ms = (obs.arrival - obs.stamp) as f64 / 1e6,
+                    queued_ms = (taken - obs.arrival) as f64 / 1e6,
+                    forward_ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "inference"
+                );
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
                 match result {
                     Ok(out) => {
