@@ -137,6 +137,9 @@ pub struct Config {
     pub explanation_method: Method,
     /// Occluded copies per forward pass in occlusion attribution.
     pub occlusion_batch: usize,
+    /// Compute everything and publish explanations and predicted motion, but no
+    /// commands: for the first runs on a real robot.
+    pub dry_run: bool,
 }
 
 impl Default for Config {
@@ -176,6 +179,7 @@ impl Default for Config {
             explain_rate_hz: 5.0,
             explanation_method: Method::Occlusion,
             occlusion_batch: 64,
+            dry_run: false,
         }
     }
 }
@@ -210,6 +214,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("explain_rate_hz", "explanations per second at most, newest inference first"),
     ("explanation_method", "occlusion or policy_attention"),
     ("occlusion_batch", "occluded copies per forward pass"),
+    ("dry_run", "publish explanations and predicted motion but no commands"),
 ];
 
 /// Parameters that take effect while the node runs (the others on restart).
@@ -248,6 +253,14 @@ impl Reader<'_> {
             Ok(v)
         } else {
             Err(Error::param(name, v, "must be a finite number > 0"))
+        }
+    }
+
+    fn bool(&self, name: &str, default: bool) -> Result<bool> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(ParamValue::Bool(v)) => Ok(*v),
+            Some(v) => Err(Self::type_error(name, v, "true or false")),
         }
     }
 
@@ -403,6 +416,7 @@ impl Config {
                     .ok_or_else(|| Error::param("explanation_method", &m, "expected occlusion or policy_attention"))?
             },
             occlusion_batch: r.count("occlusion_batch", d.occlusion_batch, 1)?,
+            dry_run: r.bool("dry_run", d.dry_run)?,
         };
         cfg.validate()?;
 
@@ -481,6 +495,7 @@ impl Config {
         p.insert("explain_rate_hz".into(), ParamValue::Double(self.explain_rate_hz));
         p.insert("explanation_method".into(), s(&self.explanation_method.to_string()));
         p.insert("occlusion_batch".into(), ParamValue::Integer(self.occlusion_batch as i64));
+        p.insert("dry_run".into(), ParamValue::Bool(self.dry_run));
         p
     }
 

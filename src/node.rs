@@ -426,6 +426,10 @@ pub fn run() -> anyhow::Result<()> {
         let predicted = node.create_publisher::<JointState>(&format!("~/{}", ros_msgs::PREDICTED_TOPIC), QosProfile::default().keep_last(10))?;
         let (core, clock, joint_names) = (core.clone(), clock.clone(), cfg.joint_names.clone());
         let state_changed = state_changed.clone();
+        let dry_run = cfg.dry_run;
+        if dry_run {
+            tracing::warn!("dry_run: computing and explaining, publishing no commands");
+        }
         rt.spawn(async move {
             let mut interval = tokio::time::interval(period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -440,12 +444,12 @@ pub fn run() -> anyhow::Result<()> {
                         _ => tracing::warn!("{}", out.state),
                     }
                 }
-                if let Some(cmd) = out.command {
+                if let Some(cmd) = out.command.filter(|_| !dry_run) {
                     if let Err(e) = publisher.publish(cmd, now, &joint_names, period) {
                         tracing::error!(error = %e, "publishing the command failed");
                     }
                 }
-                if let Some(source) = out.source {
+                if let Some(source) = out.source.filter(|_| !dry_run) {
                     let _ = command_timing.publish(&ros_msgs::header(source, ""));
                 }
                 if let Some(target) = out.target {

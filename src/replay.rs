@@ -243,7 +243,7 @@ impl Replay<'_> {
         let mut next = self.next_tick.unwrap_or(t);
         while next <= t {
             let out = self.core.tick(next);
-            if let Some(cmd) = out.command {
+            if let Some(cmd) = out.command.filter(|_| !self.cfg.dry_run) {
                 match self.cfg.command_type {
                     CommandType::Float64MultiArray => {
                         self.writer.write(&self.topics.commands, "std_msgs/msg/Float64MultiArray", next, &ros_msgs::command_array(cmd))?
