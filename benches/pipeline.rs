@@ -111,7 +111,7 @@ fn main() {
     measure("  of which: the language heatmap", 50, || {
         std::hint::black_box(explain::render::language_heatmap(pieces, &out.token_weights, 0.3));
     });
-    measure("occlusion grids, 1 + 3x192 inputs, batch 64", 5, || {
+    measure(&format!("occlusion grids, 1 + 3x192 inputs, batches of {}", cfg.occlusion_batch), 5, || {
         std::hint::black_box(explain::occlusion_grids(&policy, &o, cfg.occlusion_batch).unwrap());
     });
 }

@@ -111,6 +111,10 @@ pub struct Config {
     pub sync_max_interval_s: f64,
     /// ApproximateTime: penalty for waiting on newer messages (message_filters' default 0.1).
     pub sync_age_penalty: f64,
+    /// ApproximateTime: least time between two frames of one camera (message_filters'
+    /// inter-message lower bound). With it a complete set goes out at once instead of
+    /// after every camera's next frame.
+    pub sync_inter_message_lower_bound_s: f64,
     /// A set is paired with the joint state nearest its stamp, if one lies within this.
     pub joint_state_tolerance_s: f64,
     /// A camera with no message for this long makes the node hold position.
@@ -165,6 +169,7 @@ impl Default for Config {
             sync_queue_size: 10,
             sync_max_interval_s: 0.02,
             sync_age_penalty: 0.1,
+            sync_inter_message_lower_bound_s: 0.015,
             joint_state_tolerance_s: 0.05,
             camera_timeout_s: 0.5,
             joint_state_timeout_s: 0.25,
@@ -178,7 +183,7 @@ impl Default for Config {
             activation_alpha: 0.4,
             explain_rate_hz: 5.0,
             explanation_method: Method::Occlusion,
-            occlusion_batch: 64,
+            occlusion_batch: 16,
             dry_run: false,
         }
     }
@@ -198,6 +203,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("sync_queue_size", "ApproximateTime queue size per camera"),
     ("sync_max_interval_s", "largest stamp spread within a camera set"),
     ("sync_age_penalty", "ApproximateTime age penalty"),
+    ("sync_inter_message_lower_bound_s", "least time between two frames of one camera"),
     ("joint_state_tolerance_s", "largest stamp distance between a camera set and its joint state"),
     ("camera_timeout_s", "hold position when a camera is silent this long"),
     ("joint_state_timeout_s", "hold position when joint_states is silent this long"),
@@ -401,6 +407,13 @@ impl Config {
                 }
                 v
             },
+            sync_inter_message_lower_bound_s: {
+                let v = r.f64("sync_inter_message_lower_bound_s", d.sync_inter_message_lower_bound_s)?;
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(Error::param("sync_inter_message_lower_bound_s", v, "must be a finite number >= 0"));
+                }
+                v
+            },
             joint_state_tolerance_s: r.positive("joint_state_tolerance_s", d.joint_state_tolerance_s)?,
             camera_timeout_s: r.positive("camera_timeout_s", d.camera_timeout_s)?,
             joint_state_timeout_s: r.positive("joint_state_timeout_s", d.joint_state_timeout_s)?,
@@ -468,6 +481,7 @@ impl Config {
         p.insert("sync_queue_size".into(), ParamValue::Integer(self.sync_queue_size as i64));
         p.insert("sync_max_interval_s".into(), ParamValue::Double(self.sync_max_interval_s));
         p.insert("sync_age_penalty".into(), ParamValue::Double(self.sync_age_penalty));
+        p.insert("sync_inter_message_lower_bound_s".into(), ParamValue::Double(self.sync_inter_message_lower_bound_s));
         p.insert("joint_state_tolerance_s".into(), ParamValue::Double(self.joint_state_tolerance_s));
         p.insert("camera_timeout_s".into(), ParamValue::Double(self.camera_timeout_s));
         p.insert("joint_state_timeout_s".into(), ParamValue::Double(self.joint_state_timeout_s));

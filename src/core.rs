@@ -211,7 +211,8 @@ impl Core {
         timeouts.push(secs_to_ns(cfg.joint_state_timeout_s));
         Core {
             camera_topics: cfg.camera_names.iter().map(|c| camera_topic(c)).collect(),
-            sync: ApproximateTimeSync::new(n, cfg.sync_queue_size, secs_to_ns(cfg.sync_max_interval_s), cfg.sync_age_penalty),
+            sync: ApproximateTimeSync::new(n, cfg.sync_queue_size, secs_to_ns(cfg.sync_max_interval_s), cfg.sync_age_penalty)
+                .with_inter_message_lower_bound(secs_to_ns(cfg.sync_inter_message_lower_bound_s)),
             joints: JointBuffer::new(cfg.joint_names.clone()),
             tokenizer: CharTokenizer::new(meta.tokenizer.clone()).expect("checked when the policy was loaded"),
             instruction: None,
@@ -598,24 +599,25 @@ mod tests {
     #[test]
     fn observations_need_an_instruction_and_carry_state_and_images() {
         let mut r = Rig::new();
-        // A set is complete once later frames prove it optimal.
+        // Frames 33 ms apart, and the inter-message bound of the default configuration:
+        // each set is complete as soon as its last frame arrives.
         for t in [0, 33, 66] {
             assert!(r.frame(t * MS).is_empty());
         }
         let key = ("camera/main/image_raw".to_owned(), "no instruction yet".to_owned());
-        assert_eq!(r.stats.lock().unwrap().dropped.get(&key), Some(&2));
+        assert_eq!(r.stats.lock().unwrap().dropped.get(&key), Some(&3));
         r.core.on_instruction("  pick up the ball ");
         assert_eq!(r.core.instruction(), Some("pick up the ball"));
         let obs = r.frame(100 * MS);
         assert_eq!(obs.len(), 1);
         let o = &obs[0];
-        assert_eq!(o.stamp, 67 * MS);
+        assert_eq!(o.stamp, 101 * MS);
         assert_eq!(o.state, vec![0.0, 0.0]);
         assert_eq!(o.images.len(), 2 * 2 * 2 * 3);
         assert_eq!(&o.images[..3], &[0, 0, 0]);
         assert_eq!(&o.images[12..15], &[50, 50, 50]);
         assert_eq!(o.instruction_seq, 1);
-        assert_eq!(o.cameras.iter().map(|c| c.stamp).collect::<Vec<_>>(), vec![66 * MS, 67 * MS]);
+        assert_eq!(o.cameras.iter().map(|c| c.stamp).collect::<Vec<_>>(), vec![100 * MS, 101 * MS]);
         assert_eq!(o.cameras[1].to_rgb().unwrap().get_pixel(3, 3).0, [50, 50, 50]);
         let st = r.stats.lock().unwrap();
         assert_eq!(st.used["camera/main/image_raw"], 1);

@@ -400,8 +400,7 @@ pub fn run() -> anyhow::Result<()> {
                         explain_slot.put((obs, out));
                     }
                     Err(e) => {
-                        lock(&stats).inference_errors += 1;
-                        tracing::error!(error = %e, "inference failed; holding position");
+                        lock(&stats).inference_failed(&e.to_string());
                         lock(&core).on_policy_error(&e.to_string());
                     }
                 }

@@ -117,6 +117,11 @@ pub struct Policy {
     tokenizer: CharTokenizer,
     device: tch::Device,
     path: PathBuf,
+    /// One forward pass at a time, and the control path's first: background work
+    /// (occlusion batches) waits while an inference wants the policy, so an inference
+    /// waits at most for the one batch already running.
+    busy: std::sync::Mutex<()>,
+    urgent: std::sync::atomic::AtomicUsize,
 }
 
 fn load_error(path: &Path, reason: impl Into<String>) -> Error {
@@ -173,7 +178,15 @@ impl Policy {
         let meta: PolicyMeta = serde_json::from_str(&meta)
             .map_err(|e| load_error(path, format!("metadata is not valid contract JSON: {e}")))?;
         let tokenizer = CharTokenizer::new(meta.tokenizer.clone()).map_err(|e| load_error(path, e))?;
-        Ok(Policy { module, meta, tokenizer, device: tdev, path: path.to_owned() })
+        Ok(Policy {
+            module,
+            meta,
+            tokenizer,
+            device: tdev,
+            path: path.to_owned(),
+            busy: std::sync::Mutex::new(()),
+            urgent: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     pub fn meta(&self) -> &PolicyMeta {
@@ -214,8 +227,36 @@ impl Policy {
     }
 
     /// `batch` observations that share state and instruction (occlusion attribution runs
-    /// many copies of one frame).
+    /// many copies of one frame), ahead of any background work.
     pub fn infer_batch(&self, images: &[u8], batch: usize, state: &[f64], tokens: &Tokens) -> Result<Vec<PolicyOutput>> {
+        use std::sync::atomic::Ordering;
+        self.urgent.fetch_add(1, Ordering::AcqRel);
+        let guard = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        self.urgent.fetch_sub(1, Ordering::AcqRel);
+        let out = self.forward(images, batch, state, tokens);
+        drop(guard);
+        out
+    }
+
+    /// Like [`Policy::infer_batch`], for work that can wait: it yields to every
+    /// inference that wants the policy.
+    pub fn infer_batch_background(&self, images: &[u8], batch: usize, state: &[f64], tokens: &Tokens) -> Result<Vec<PolicyOutput>> {
+        use std::sync::atomic::Ordering;
+        loop {
+            while self.urgent.load(Ordering::Acquire) > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            let guard = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            if self.urgent.load(Ordering::Acquire) > 0 {
+                continue; // an inference arrived meanwhile: let it go first
+            }
+            let out = self.forward(images, batch, state, tokens);
+            drop(guard);
+            return out;
+        }
+    }
+
+    fn forward(&self, images: &[u8], batch: usize, state: &[f64], tokens: &Tokens) -> Result<Vec<PolicyOutput>> {
         let m = &self.meta;
         let (c, h, w, a, l) = (
             m.camera_names.len() as i64,
@@ -266,6 +307,11 @@ impl Policy {
         let weights = take_f32(parts.pop().unwrap(), "token_weights", &[b, l])?;
         let actions = take_f32(parts.pop().unwrap(), "actions", &[b, t, a])?;
 
+        // A non-finite action would poison every blended command it takes part in; the
+        // whole chunk is refused here, and the node holds.
+        if let Some(i) = actions.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Inference(format!("policy returned a non-finite action ({} at index {i})", actions[i])));
+        }
         let (t, a, l) = (t as usize, a as usize, l as usize);
         let per_map = maps.len() / batch;
         Ok((0..batch)

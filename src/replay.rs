@@ -337,7 +337,7 @@ impl Replay<'_> {
                 self.pending_explanation = Some((obs, out));
             }
             Err(e) => {
-                self.stats().inference_errors += 1;
+                self.stats().inference_failed(&e.to_string());
                 self.core.on_policy_error(&e.to_string());
             }
         }

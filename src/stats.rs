@@ -73,12 +73,23 @@ impl Stats {
         self.log(key, detail, n);
     }
 
+    /// Counts a failed inference and logs it, rate-limited like drops.
+    pub fn inference_failed(&mut self, error: &str) {
+        self.inference_errors += 1;
+        let n = self.inference_errors;
+        self.log(("policy".into(), "inference failed".into()), error, n);
+    }
+
     fn log(&mut self, key: (String, String), detail: &str, n: u64) {
         let now = Instant::now();
         let due = self.last_logged.get(&key).is_none_or(|t| now.duration_since(*t) >= LOG_EVERY);
         if due {
             let topic = key.0.as_str();
-            tracing::warn!(topic, reason = detail, count = n, "input not used");
+            if topic == "policy" {
+                tracing::error!(reason = detail, count = n, "inference failed; holding position");
+            } else {
+                tracing::warn!(topic, reason = detail, count = n, "input not used");
+            }
             self.last_logged.insert(key, now);
         }
     }

@@ -61,6 +61,10 @@ pub struct ApproximateTimeSync<T> {
     queue_size: usize,
     max_interval: i64,
     age_penalty: f64,
+    /// No two messages of one topic are closer than this (message_filters'
+    /// inter_message_lower_bound, the same for every topic): lets a set be proven
+    /// optimal without waiting for the next message of every topic.
+    inter_message_lower_bound: i64,
     num_non_empty: usize,
     /// Index of the pivot topic and the candidate: its stamps and, per topic, how many
     /// messages were in `past` when it was made (the candidate is the front of the deque
@@ -88,12 +92,20 @@ impl<T> ApproximateTimeSync<T> {
             queue_size,
             max_interval,
             age_penalty,
+            inter_message_lower_bound: 0,
             num_non_empty: 0,
             pivot: None,
             pivot_time: 0,
             candidate_start: 0,
             candidate_end: 0,
         }
+    }
+
+    /// Sets message_filters' inter-message lower bound (0 by default, as there): the
+    /// least time between two messages of a topic, in nanoseconds.
+    pub fn with_inter_message_lower_bound(mut self, bound: i64) -> Self {
+        self.inter_message_lower_bound = bound.max(0);
+        self
     }
 
     /// Messages waiting in the synchronizer.
@@ -181,7 +193,7 @@ impl<T> ApproximateTimeSync<T> {
                 Some((s, _)) => *s,
                 None => {
                     let last = t.past.last().expect("a candidate exists").0;
-                    last.max(self.pivot_time)
+                    (last + self.inter_message_lower_bound).max(self.pivot_time)
                 }
             }
         };
@@ -435,7 +447,12 @@ mod tests {
 
     fn run(arrivals: &[(usize, i64)], n: usize, queue: usize, max_interval: i64, ap: f64)
         -> (Vec<Vec<i64>>, Vec<(usize, i64, SyncDrop)>, usize) {
-        let mut sync = ApproximateTimeSync::new(n, queue, max_interval, ap);
+        run_bounded(arrivals, n, queue, max_interval, ap, 0)
+    }
+
+    fn run_bounded(arrivals: &[(usize, i64)], n: usize, queue: usize, max_interval: i64, ap: f64, bound: i64)
+        -> (Vec<Vec<i64>>, Vec<(usize, i64, SyncDrop)>, usize) {
+        let mut sync = ApproximateTimeSync::new(n, queue, max_interval, ap).with_inter_message_lower_bound(bound);
         let mut sets = Vec::new();
         let mut dropped = Vec::new();
         for &(k, t) in arrivals {
@@ -469,6 +486,32 @@ mod tests {
                 assert_eq!(sets.len() * 3 + dropped.len() + pending, total, "seed {seed}");
             }
         }
+    }
+
+    #[test]
+    fn a_true_inter_message_bound_changes_when_sets_come_not_which() {
+        // The scenario's frames are at least 33 - 16 = 17 ms apart: a 15 ms bound holds.
+        let ms = 1_000_000;
+        for seed in 0..100 {
+            let (streams, arrivals) = scenario(seed);
+            let (sets, _, _) = run_bounded(&arrivals, 3, 1000, 20 * ms, 0.1, 15 * ms);
+            let expected = reference(&streams, 20 * ms, 0.1);
+            assert!(sets.len() >= expected.len() && sets.len() <= expected.len() + 1, "seed {seed}");
+            assert_eq!(sets[..expected.len()], expected[..], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn the_bound_publishes_a_complete_set_without_waiting_for_the_next_frame() {
+        let ms = 1_000_000;
+        let mut waiting = ApproximateTimeSync::new(3, 10, 20 * ms, 0.1);
+        let mut bounded = ApproximateTimeSync::new(3, 10, 20 * ms, 0.1).with_inter_message_lower_bound(15 * ms);
+        let mut sets = [0, 0];
+        for (topic, stamp) in [(0, 100 * ms), (1, 103 * ms), (2, 98 * ms)] {
+            sets[0] += waiting.add(topic, stamp, ()).sets.len();
+            sets[1] += bounded.add(topic, stamp, ()).sets.len();
+        }
+        assert_eq!(sets, [0, 1]);
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn occlusion_grids(policy: &Policy, obs: &Observation, batch: usize) -> Resu
         for b in 0..n {
             make(i + b, &mut buf);
         }
-        outputs.extend(policy.infer_batch(&buf, n, &obs.state, &obs.tokens)?);
+        outputs.extend(policy.infer_batch_background(&buf, n, &obs.state, &obs.tokens)?);
         i += n;
     }
     let base = &outputs[0].actions;
