@@ -159,3 +159,14 @@ def test_camera_stamps_going_backwards_and_duplicated(graph):
         graph["image"].publish(image(past, data=bytes(640 * 480 * 3)))
 
     check(graph, key, old_then_duplicate, expect=2)
+
+
+def test_a_flood_of_bad_messages_is_counted_in_full_and_logged_rate_limited(graph):
+    key = REJECTED + "unsupported encoding"
+    before = counter(graph, key)
+    for k in range(30):
+        graph["image"].publish(image(time.time_ns() + k, encoding="yuv422", step=1280))
+        time.sleep(0.005)
+    wait_for(lambda: counter(graph, key) >= before + 30, 10, "all 30 counted")
+    lines = [l for l in graph["node"].output().splitlines() if "unsupported encoding" in l and "camera/side" in l]
+    assert 1 <= len(lines) <= 3, f"{len(lines)} log lines for {counter(graph, key)} rejections"

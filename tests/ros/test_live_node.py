@@ -192,3 +192,23 @@ def test_instruction_from_a_volatile_publisher_and_each_message_counted_once(pee
     wait_for(lambda: xy_error(arm.position(), s, right) < 0.06, 30, "the arm over the second item")
     wait_for(lambda: diag_value(peers, "received/instruction") == "2", 5, "two instructions counted")
     assert diag_value(peers, "used/instruction") == "2"
+
+
+def test_dry_run_explains_and_predicts_but_commands_nothing(peers, start_node):
+    from sensor_msgs.msg import Image, JointState
+
+    s, left, _ = two_sided_scene(29)
+    got = {"predicted": 0, "overlay": 0}
+
+    def count(k):
+        def cb(_):
+            got[k] += 1
+        return cb
+    peers.node.create_subscription(JointState, "/vla_controller/predicted_joint_states", count("predicted"), 10)
+    peers.node.create_subscription(Image, "/vla_controller/attention/main", count("overlay"), 10)
+    cams, arm = setup_graph(peers, s, instruction(s, left))
+    start_node("-p", "dry_run:=true", "-p", "explanation_method:=policy_attention")
+    wait_for(lambda: got["predicted"] > 50 and got["overlay"] > 2, 60, "predicted motion and explanations")
+    assert status(peers)[1] == "running"
+    assert peers.recorder.commands == [], "dry_run publishes no commands"
+    assert np.abs(arm.position() - START).max() == 0.0, "the arm did not move"
