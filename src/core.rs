@@ -279,7 +279,10 @@ impl Core {
                 let obs = Observation {
                     stamp,
                     arrival: set.iter().map(|(_, f)| f.arrival).max().expect("not empty"),
-                    images: set.iter().flat_map(|(_, f)| f.rgb.iter().copied()).collect(),
+                    images: set.iter().fold(Vec::with_capacity(set.len() * set[0].1.rgb.len()), |mut v, (_, f)| {
+                        v.extend_from_slice(&f.rgb);
+                        v
+                    }),
                     state: q.to_vec(),
                     instruction: instr.text.clone(),
                     tokens: instr.tokens.clone(),

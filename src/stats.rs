@@ -62,7 +62,9 @@ impl Stats {
     pub fn dropped(&mut self, topic: &str, reason: &str) {
         let key = (topic.to_owned(), reason.to_owned());
         let n = bump(&mut self.dropped, &key);
-        self.log(key, reason, n);
+        if self.log_due(key) {
+            tracing::warn!(topic, reason, count = n, "input not used");
+        }
     }
 
     /// Counts a bad input, refused: under `reason` (a fixed category, so diagnostics keys
@@ -70,28 +72,28 @@ impl Stats {
     pub fn rejected(&mut self, topic: &str, reason: &str, detail: &str) {
         let key = (topic.to_owned(), reason.to_owned());
         let n = bump(&mut self.rejected, &key);
-        self.log(key, detail, n);
+        if self.log_due(key) {
+            tracing::warn!(topic, reason = detail, count = n, "input rejected");
+        }
     }
 
     /// Counts a failed inference and logs it, rate-limited like drops.
     pub fn inference_failed(&mut self, error: &str) {
         self.inference_errors += 1;
         let n = self.inference_errors;
-        self.log(("policy".into(), "inference failed".into()), error, n);
+        if self.log_due(("policy".into(), "inference failed".into())) {
+            tracing::error!(reason = error, count = n, "inference failed; holding position");
+        }
     }
 
-    fn log(&mut self, key: (String, String), detail: &str, n: u64) {
+    /// Whether a log line for `key` is due: the first time, then once per `LOG_EVERY`.
+    fn log_due(&mut self, key: (String, String)) -> bool {
         let now = Instant::now();
         let due = self.last_logged.get(&key).is_none_or(|t| now.duration_since(*t) >= LOG_EVERY);
         if due {
-            let topic = key.0.as_str();
-            if topic == "policy" {
-                tracing::error!(reason = detail, count = n, "inference failed; holding position");
-            } else {
-                tracing::warn!(topic, reason = detail, count = n, "input not used");
-            }
             self.last_logged.insert(key, now);
         }
+        due
     }
 
     pub fn dropped_total(&self) -> u64 {

@@ -167,13 +167,13 @@ impl<T> ApproximateTimeSync<T> {
         self.topics[i].deque.front().expect("non-empty deque").0
     }
 
-    /// (index, time) of the latest and of the earliest front message; ties go to the
-    /// lowest topic index, as in message_filters.
-    fn candidate_bounds(&self) -> ((usize, i64), (usize, i64)) {
-        let mut end = (0, self.front_time(0));
+    /// (index, time) of the latest and of the earliest of the topics' times; ties go to
+    /// the lowest topic index, as in message_filters.
+    fn bounds(&self, time: impl Fn(usize) -> i64) -> ((usize, i64), (usize, i64)) {
+        let mut end = (0, time(0));
         let mut start = end;
         for i in 1..self.topics.len() {
-            let ti = self.front_time(i);
+            let ti = time(i);
             if ti > end.1 {
                 end = (i, ti);
             }
@@ -184,10 +184,16 @@ impl<T> ApproximateTimeSync<T> {
         (end, start)
     }
 
+    /// Bounds of the front messages.
+    fn candidate_bounds(&self) -> ((usize, i64), (usize, i64)) {
+        self.bounds(|i| self.front_time(i))
+    }
+
     /// Like `candidate_bounds` while some deques are empty: an empty deque's next message
-    /// cannot be earlier than the pivot (all its earlier ones were moved past it).
+    /// cannot be earlier than the pivot (all its earlier ones were moved past it), nor
+    /// closer to its last one than the inter-message lower bound.
     fn virtual_bounds(&self) -> ((usize, i64), (usize, i64)) {
-        let vt = |i: usize| -> i64 {
+        self.bounds(|i| {
             let t = &self.topics[i];
             match t.deque.front() {
                 Some((s, _)) => *s,
@@ -196,19 +202,7 @@ impl<T> ApproximateTimeSync<T> {
                     (last + self.inter_message_lower_bound).max(self.pivot_time)
                 }
             }
-        };
-        let mut end = (0, vt(0));
-        let mut start = end;
-        for i in 1..self.topics.len() {
-            let ti = vt(i);
-            if ti > end.1 {
-                end = (i, ti);
-            }
-            if ti < start.1 {
-                start = (i, ti);
-            }
-        }
-        (end, start)
+        })
     }
 
     fn make_candidate(&mut self, out: &mut SyncOutput<T>) {
