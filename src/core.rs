@@ -5,6 +5,7 @@
 //! Time is an input everywhere: `now` is the node's clock (sim time under
 //! `use_sim_time`, bag time in a replay), stamps are the messages' own.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -68,17 +69,19 @@ impl CameraImage {
         RawImage { width: self.width, height: self.height, encoding: &self.encoding, step: self.step, data: &self.data }
     }
 
-    /// The image as RGB at its own size.
-    pub fn to_rgb(&self) -> crate::Result<image::RgbImage> {
-        if self.encoding == "rgb8" && self.step == self.width * 3 && self.data.len() == (self.step * self.height) as usize {
-            // Already what is wanted: a copy, not a pass through the area averaging.
-            return Ok(image::RgbImage::from_raw(self.width, self.height, self.data.clone()).expect("size checked"));
-        }
-        let mut out = Vec::new();
-        let (w, h) = (self.width as usize, self.height as usize);
-        decode_resize(&self.raw(), (self.width, self.height), w, h, &mut out)
-            .map_err(|e| crate::Error::Rejected { topic: self.frame_id.clone(), reason: e.to_string() })?;
-        Ok(image::RgbImage::from_raw(self.width, self.height, out).expect("decode_resize fills w x h x 3"))
+    /// The image as RGB at its own size: the message's own buffer when it is already
+    /// tightly packed rgb8 (no copy), otherwise converted.
+    pub fn rgb(&self) -> crate::Result<image::ImageBuffer<image::Rgb<u8>, Cow<'_, [u8]>>> {
+        let data = if self.encoding == "rgb8" && self.step == self.width * 3 && self.data.len() == (self.step * self.height) as usize {
+            Cow::Borrowed(&self.data[..])
+        } else {
+            let mut out = Vec::new();
+            let (w, h) = (self.width as usize, self.height as usize);
+            decode_resize(&self.raw(), (self.width, self.height), w, h, &mut out)
+                .map_err(|e| crate::Error::Rejected { topic: self.frame_id.clone(), reason: e.to_string() })?;
+            Cow::Owned(out)
+        };
+        Ok(image::ImageBuffer::from_raw(self.width, self.height, data).expect("w x h x 3 bytes"))
     }
 }
 
@@ -621,7 +624,7 @@ mod tests {
         assert_eq!(&o.images[12..15], &[50, 50, 50]);
         assert_eq!(o.instruction_seq, 1);
         assert_eq!(o.cameras.iter().map(|c| c.stamp).collect::<Vec<_>>(), vec![100 * MS, 101 * MS]);
-        assert_eq!(o.cameras[1].to_rgb().unwrap().get_pixel(3, 3).0, [50, 50, 50]);
+        assert_eq!(o.cameras[1].rgb().unwrap().get_pixel(3, 3).0, [50, 50, 50]);
         let st = r.stats.lock().unwrap();
         assert_eq!(st.used["camera/main/image_raw"], 1);
         assert_eq!(st.received["camera/main/image_raw"], 4);

@@ -171,7 +171,7 @@ pub fn explain(policy: &Policy, obs: &Observation, output: &PolicyOutput, settin
         .cameras
         .iter()
         .zip(&grids)
-        .map(|(cam, grid)| Ok(render::overlay(&cam.to_rgb()?, grid, rows, cols, settings.alpha)))
+        .map(|(cam, grid)| Ok(render::overlay(&cam.rgb()?, grid, rows, cols, settings.alpha)))
         .collect::<Result<Vec<_>>>()?;
     Ok(Explanation { method: settings.method, tokens, token_weights, grids, rows, cols, language, overlays })
 }

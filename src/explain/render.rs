@@ -1,7 +1,9 @@
 //! Pictures of explanations for RViz and rqt: activation grids blended over camera images,
 //! and the instruction's tokens coloured by weight. Plain values in, images out.
 
-use image::{Rgb, RgbImage};
+use std::ops::Deref;
+
+use image::{ImageBuffer, Rgb, RgbImage};
 
 use super::font::{draw_text, fill, text_width, GLYPH_HEIGHT};
 
@@ -25,30 +27,55 @@ pub fn colormap(v: f32) -> [u8; 3] {
 
 /// Bilinear upsampling of a `rows x cols` grid to `w x h`, sampling at pixel centres
 /// (as torch's `interpolate(..., align_corners=False)` and OpenCV's `resize` do), so a
-/// cell's value is exact at the centre of the area it covers.
-pub fn upsample_bilinear(grid: &[f32], rows: usize, cols: usize, w: usize, h: usize) -> Vec<f32> {
-    assert_eq!(grid.len(), rows * cols);
-    let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
-        (0..n_out)
-            .map(|o| {
-                let s = ((o as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).clamp(0.0, (n_in - 1) as f32);
-                let i0 = s.floor() as usize;
-                (i0, (i0 + 1).min(n_in - 1), s - i0 as f32)
+/// cell's value is exact at the centre of the area it covers. Separable: each grid row
+/// is interpolated across the width once, and output rows blend two of those.
+struct Bilinear {
+    w: usize,
+    /// For each output row: the two grid rows it lies between and the weight of the second.
+    ys: Vec<(usize, usize, f32)>,
+    /// The grid's rows, each interpolated to `w` values.
+    wide: Vec<f32>,
+}
+
+impl Bilinear {
+    fn new(grid: &[f32], rows: usize, cols: usize, w: usize, h: usize) -> Self {
+        assert_eq!(grid.len(), rows * cols);
+        let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
+            (0..n_out)
+                .map(|o| {
+                    let s = ((o as f32 + 0.5) * n_in as f32 / n_out as f32 - 0.5).clamp(0.0, (n_in - 1) as f32);
+                    let i0 = s.floor() as usize;
+                    (i0, (i0 + 1).min(n_in - 1), s - i0 as f32)
+                })
+                .collect()
+        };
+        let xs = axis(w, cols);
+        let wide = (0..rows)
+            .flat_map(|r| {
+                let row = &grid[r * cols..(r + 1) * cols];
+                xs.iter().map(move |&(x0, x1, fx)| row[x0] * (1.0 - fx) + row[x1] * fx)
             })
-            .collect()
-    };
-    let (xs, ys) = (axis(w, cols), axis(h, rows));
-    // Separable: each grid row interpolated across the width once, then rows blended.
-    let wide: Vec<f32> = (0..rows)
-        .flat_map(|r| {
-            let row = &grid[r * cols..(r + 1) * cols];
-            xs.iter().map(move |&(x0, x1, fx)| row[x0] * (1.0 - fx) + row[x1] * fx)
-        })
-        .collect();
-    let mut out = Vec::with_capacity(w * h);
-    for &(y0, y1, fy) in &ys {
-        let (top, bottom) = (&wide[y0 * w..(y0 + 1) * w], &wide[y1 * w..(y1 + 1) * w]);
-        out.extend(top.iter().zip(bottom).map(|(t, b)| t * (1.0 - fy) + b * fy));
+            .collect();
+        Bilinear { w, ys: axis(h, rows), wide }
+    }
+
+    /// Output row `y`, written to `out` (`w` values).
+    fn row(&self, y: usize, out: &mut [f32]) {
+        let (y0, y1, fy) = self.ys[y];
+        let w = self.w;
+        let (top, bottom) = (&self.wide[y0 * w..(y0 + 1) * w], &self.wide[y1 * w..(y1 + 1) * w]);
+        for ((o, t), b) in out.iter_mut().zip(top).zip(bottom) {
+            *o = t * (1.0 - fy) + b * fy;
+        }
+    }
+}
+
+/// The grid upsampled to `w x h` (see [`Bilinear`]), row-major.
+pub fn upsample_bilinear(grid: &[f32], rows: usize, cols: usize, w: usize, h: usize) -> Vec<f32> {
+    let b = Bilinear::new(grid, rows, cols, w, h);
+    let mut out = vec![0.0; w * h];
+    for (y, row) in out.chunks_exact_mut(w).enumerate() {
+        b.row(y, row);
     }
     out
 }
@@ -60,24 +87,51 @@ pub fn normalize_max(values: &[f32]) -> Vec<f32> {
 }
 
 /// The grid (normalized to its maximum, colour-mapped and upsampled to the image size)
-/// blended over `camera` with weight `alpha` for the map. The colour map is looked up
-/// in 1024 steps, finer than the 8-bit output can show.
-pub fn overlay(camera: &RgbImage, grid: &[f32], rows: usize, cols: usize, alpha: f32) -> RgbImage {
+/// blended over `camera` (RGB, borrowed or owned) with weight `alpha` for the map, in
+/// steps of 1/256: each byte is `(keep x camera + a x colour + 128) / 256` with
+/// `a = round(256 alpha)` and `keep = 256 - a`. The colour map is looked up in 1024
+/// steps, finer than the 8-bit output can show.
+///
+/// Row by row, so the working set stays in cache: the row's map values, their table
+/// indices, their colours (the one lookup per pixel), then the blend over the row's
+/// bytes. All but the lookup are plain loops the compiler vectorizes; the render of a
+/// 640x480 overlay takes a fraction of a millisecond (`make bench`).
+pub fn overlay<C: Deref<Target = [u8]>>(
+    camera: &ImageBuffer<Rgb<u8>, C>,
+    grid: &[f32],
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+) -> RgbImage {
     const STEPS: usize = 1024;
     let (w, h) = (camera.width() as usize, camera.height() as usize);
-    let up = upsample_bilinear(&normalize_max(grid), rows, cols, w, h);
-    let a = alpha.clamp(0.0, 1.0);
-    // alpha x colour, per step, added to (1 - alpha) x camera below.
-    let lut: Vec<[f32; 3]> = (0..STEPS)
-        .map(|i| colormap(i as f32 / (STEPS - 1) as f32).map(|c| a * c as f32))
+    let map = Bilinear::new(&normalize_max(grid), rows, cols, w, h);
+    let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u16;
+    let keep = 256 - a;
+    // a x colour + 128 (for rounding) per step; the fourth lane lets a pixel's colour be
+    // written as one 8-byte move, its spare value overwritten by the next pixel's.
+    let lut: Vec<[u16; 4]> = (0..STEPS)
+        .map(|i| {
+            let [r, g, b] = colormap(i as f32 / (STEPS - 1) as f32).map(|c| a * c as u16 + 128);
+            [r, g, b, 0]
+        })
         .collect();
-    let keep = 1.0 - a;
     let mut out = vec![0u8; w * h * 3];
-    for ((dst, src), v) in out.chunks_exact_mut(3).zip(camera.as_raw().chunks_exact(3)).zip(&up) {
-        // Values are in [0, 1]; adding 0.5 and truncating rounds them.
-        let c = &lut[((v * (STEPS - 1) as f32 + 0.5) as usize).min(STEPS - 1)];
-        for k in 0..3 {
-            dst[k] = (keep * src[k] as f32 + c[k] + 0.5) as u8;
+    let (mut values, mut steps, mut colours) = (vec![0.0f32; w], vec![0u16; w], vec![0u16; w * 3 + 1]);
+    let rows_out = out.chunks_exact_mut(w * 3).zip(camera.as_raw().chunks_exact(w * 3));
+    for (y, (dst, src)) in rows_out.enumerate() {
+        map.row(y, &mut values);
+        for (s, v) in steps.iter_mut().zip(&values) {
+            // Round to the nearest step without a float-to-integer conversion (which does
+            // not vectorize): adding 2^23 leaves the integer in the low mantissa bits.
+            let x = v.max(0.0).min(1.0) * (STEPS - 1) as f32 + 8_388_608.0;
+            *s = (x.to_bits() & 0x7ff) as u16;
+        }
+        for (k, &s) in steps.iter().enumerate() {
+            colours[3 * k..3 * k + 4].copy_from_slice(&lut[(s as usize).min(STEPS - 1)]);
+        }
+        for ((d, &s), &c) in dst.iter_mut().zip(src).zip(&colours) {
+            *d = ((keep * s as u16 + c) >> 8) as u8;
         }
     }
     RgbImage::from_raw(w as u32, h as u32, out).expect("w x h x 3 values")
@@ -172,7 +226,8 @@ mod tests {
         let mut grid = vec![0.0f32; 12 * 16];
         grid[3 * 16 + 5] = 0.02; // row 3, col 5; normalized to 1
         let out = overlay(&camera, &grid, 12, 16, 0.4);
-        let blend = |c: [u8; 3]| [100.0f32, 150.0, 200.0].iter().zip(c).map(|(s, c)| (0.6 * s + 0.4 * c as f32).round() as u8).collect::<Vec<_>>();
+        // alpha 0.4 is 102/256.
+        let blend = |c: [u8; 3]| [100u32, 150, 200].iter().zip(c).map(|(s, c)| ((154 * s + 102 * c as u32 + 128) >> 8) as u8).collect::<Vec<_>>();
         // The overlay looks the colour map up in 1024 steps.
         let quantized = |v: f32| (v * 1023.0).round() / 1023.0;
         // Cells are 40x40 pixels; the centre of cell (3, 5) is between pixels 219/220, 139/140.
@@ -187,6 +242,25 @@ mod tests {
         // Half a cell to the right of the centre, the value has fallen to about 1/2.
         let half = up[140 * 640 + 240];
         assert!((half - 0.5).abs() < 0.03, "{half}");
+    }
+
+    /// The row-wise, table-driven overlay equals the per-pixel definition everywhere, for
+    /// an irregular grid, an uneven image and the extreme weights.
+    #[test]
+    fn overlay_matches_the_per_pixel_definition() {
+        let (w, h, rows, cols) = (203u32, 117u32, 5, 7);
+        let camera = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7 % 256) as u8, (y * 13 % 256) as u8, ((x + y) % 256) as u8]));
+        let grid: Vec<f32> = (0..rows * cols).map(|i| ((i * 37) % 11) as f32 * 0.1).collect();
+        for alpha in [0.0, 0.4, 1.0] {
+            let out = overlay(&camera, &grid, rows, cols, alpha);
+            let up = upsample_bilinear(&normalize_max(&grid), rows, cols, w as usize, h as usize);
+            let a = (alpha * 256.0).round() as u32;
+            for (i, (px, src)) in out.pixels().zip(camera.pixels()).enumerate() {
+                let c = colormap((up[i] * 1023.0).round() / 1023.0);
+                let want: Vec<u8> = (0..3).map(|k| (((256 - a) * src[k] as u32 + a * c[k] as u32 + 128) >> 8) as u8).collect();
+                assert_eq!(px.0.to_vec(), want, "pixel {i}, alpha {alpha}");
+            }
+        }
     }
 
     #[test]
