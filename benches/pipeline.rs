@@ -29,6 +29,7 @@ fn measure(name: &str, runs: usize, mut f: impl FnMut()) {
 }
 
 fn main() {
+    vla_controller::memory::keep_freed_memory(); // as the node does
     let cfg = Config { policy_path: "policy/demo_policy.pt".into(), ..Config::default() };
     let policy = Policy::load(Path::new(&cfg.policy_path), cfg.device).expect("demo policy");
     policy.check(&cfg).expect("demo policy matches the default config");
@@ -103,7 +104,7 @@ fn main() {
     measure("render all four explanation images (policy_attention)", 50, || {
         std::hint::black_box(explain::explain(&policy, &o, &out, &attention).unwrap());
     });
-    let cam = o.cameras[0].to_rgb().unwrap();
+    let cam = o.cameras[0].rgb().unwrap();
     measure("  of which: one 640x480 overlay", 50, || {
         std::hint::black_box(explain::render::overlay(&cam, &out.patch_maps[..192], 12, 16, 0.4));
     });

@@ -10,7 +10,8 @@
 //! - [`safety`]: limits, step bound and finite check on every command;
 //! - [`core`]: all of the above as one ROS-free pipeline, driven by the node and tests;
 //! - [`node`]: the r2r adapter;
-//! - [`config`], [`stats`], [`error`]: parameters, counters, the error type.
+//! - [`config`], [`stats`], [`error`], [`memory`]: parameters, counters, the error type,
+//!   allocator settings.
 
 pub mod bag;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod explain;
 pub mod image;
 pub mod inspect;
 pub mod joints;
+pub mod memory;
 pub mod node;
 pub mod policy;
 pub mod replay;

@@ -32,6 +32,7 @@ struct Compare {
 }
 
 fn main() -> ExitCode {
+    vla_controller::memory::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
