@@ -43,6 +43,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, Header, String  # noqa: E402
+from vla_controller_msgs.msg import InferenceTiming  # noqa: E402
 
 from vla_demo import scene as sc  # noqa: E402
 from vla_demo.ros_peers import LATCHED, RELIABLE, image_msg  # noqa: E402
@@ -75,7 +76,8 @@ def proc_usage(pid: int) -> tuple[float, float]:
     return cpu, int(hwm.split()[1]) / 1024
 
 
-def floor_forward_ms(runs: int = 200) -> dict:
+def floor_forward_ms(runs: int = 200, gap_s: float = 0.0) -> dict:
+    """The policy's forward pass alone in this process, back to back or `gap_s` apart."""
     m = torch.jit.load(str(POLICY))
     meta = json.loads(m.metadata())
     c, h, w = len(meta["camera_names"]), meta["image_height"], meta["image_width"]
@@ -85,6 +87,7 @@ def floor_forward_ms(runs: int = 200) -> dict:
     times = []
     with torch.no_grad():
         for k in range(runs + 20):
+            time.sleep(gap_s)
             t0 = time.perf_counter()
             m(*args)
             if k >= 20:
@@ -102,7 +105,7 @@ class Bench:
         self.joints = node.create_publisher(JointState, "joint_states", RELIABLE)
         self.instr = node.create_publisher(String, "instruction", LATCHED)
         qos = QoSProfile(depth=100)
-        node.create_subscription(Header, "/vla_controller/timing/chunk", lambda m: self._timing(m, self.chunk), qos)
+        node.create_subscription(InferenceTiming, "/vla_controller/timing/chunk", self._inference, qos)
         node.create_subscription(Header, "/vla_controller/timing/command", lambda m: self._timing(m, self.command), qos)
         node.create_subscription(Float64MultiArray, "joint_commands", self._command, RELIABLE)
         self.reset()
@@ -111,6 +114,7 @@ class Bench:
         with self.lock:
             self.published = {}  # set stamp -> wall time its last image was published (ns)
             self.chunk, self.command = {}, {}
+            self.stages = {}  # set stamp -> (received, queued, started, finished), node's wall clock (ns)
             self.command_times = []
             self.sets = 0
         self.publishing = False
@@ -120,6 +124,14 @@ class Bench:
         key = msg.stamp.sec * 10**9 + msg.stamp.nanosec
         with self.lock:
             into.setdefault(key, t)
+
+    def _inference(self, msg):
+        t = time.time_ns()
+        key = msg.source.sec * 10**9 + msg.source.nanosec
+        stages = tuple(s.sec * 10**9 + s.nanosec for s in (msg.received, msg.queued, msg.started, msg.finished))
+        with self.lock:
+            self.chunk.setdefault(key, t)
+            self.stages.setdefault(key, stages)
 
     def _command(self, _msg):
         with self.lock:
@@ -182,14 +194,26 @@ def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
         sets = {s: t for s, t in bench.published.items() if s >= measuring_from}
         to_chunk = [(bench.chunk[s] - t) / 1e6 for s, t in sets.items() if s in bench.chunk]
         to_cmd = [(bench.command[s] - t) / 1e6 for s, t in sets.items() if s in bench.command]
+        # Per set, from the node's own stamps: where the time between the publication of
+        # the set's last image and its chunk went.
+        staged = [(t, bench.stages[s]) for s, t in sets.items() if s in bench.stages]
         cmds = [t for t in bench.command_times if measuring_from <= t <= end_feed]
     gaps = np.diff(np.array(cmds)) / 1e6
+    ms = lambda f: percentiles([f(t, *st) / 1e6 for t, st in staged])  # noqa: E731
     return {
         "sets_published": len(sets),
         "sets_inferred": len(to_chunk),
         "sets_dropped": len(sets) - len(to_chunk),
         "input_to_chunk_ms": percentiles(to_chunk),
         "input_to_command_ms": percentiles(to_cmd),
+        "stages_ms": {
+            "input_to_chunk_in_node": ms(lambda t, rec, que, sta, fin: fin - t),
+            "transport": ms(lambda t, rec, que, sta, fin: rec - t),
+            "decode_and_sync": ms(lambda t, rec, que, sta, fin: que - rec),
+            "handoff": ms(lambda t, rec, que, sta, fin: sta - que),
+            "forward": ms(lambda t, rec, que, sta, fin: fin - sta),
+            "outside_forward": ms(lambda t, rec, que, sta, fin: sta - t),
+        },
         "command_rate_hz": len(cmds) / ((end_feed - measuring_from) / 1e9),
         "jitter_ms": percentiles(list(np.abs(gaps - 20.0))) if len(gaps) else None,
         "cpu_seconds": cpu,
@@ -201,9 +225,14 @@ def merge(runs):
     out = {k: sum(r[k] for r in runs) for k in ("sets_published", "sets_inferred", "sets_dropped")}
     for k in ("cpu_seconds", "peak_rss_mib", "command_rate_hz"):
         out[k] = float(np.mean([r[k] for r in runs]))
+    def mean_of(values):
+        out = {q: float(np.mean([v[q] for v in values])) for q in ("p50", "p99")}
+        out["max"] = float(max(v["max"] for v in values))
+        return out
+
     for k in ("input_to_chunk_ms", "input_to_command_ms", "jitter_ms"):
-        out[k] = {q: float(np.mean([r[k][q] for r in runs])) for q in ("p50", "p99", "max")}
-        out[k]["max"] = float(max(r[k]["max"] for r in runs))
+        out[k] = mean_of([r[k] for r in runs])
+    out["stages_ms"] = {k: mean_of([r["stages_ms"][k] for r in runs]) for k in runs[0]["stages_ms"]}
     return out
 
 
@@ -213,6 +242,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=60, help="camera sets after the first chunk, not measured")
     ap.add_argument("--rounds", type=int, default=2, help="runs of each implementation, alternating")
     ap.add_argument("--json", type=Path, default=ROOT / "target" / "bench-e2e.json")
+    ap.add_argument("--only", choices=sorted(NODES), help="run one implementation (no ratios)")
     ap.add_argument("-p", "--param", action="append", default=[],
                     help="name:=value for both nodes, e.g. torch_threads:=1")
     args = ap.parse_args()
@@ -221,16 +251,21 @@ def main() -> int:
             cmd += ["-p", p]
 
     floor = floor_forward_ms()
-    print(f"policy forward pass (floor): p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms")
+    print(f"policy forward pass (floor), back to back: p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms")
+    # Once per camera set, caches and branch predictors are cold again: the same forward
+    # pass takes longer than in a tight loop, whichever node runs it.
+    paced = floor_forward_ms(runs=100, gap_s=1 / 30)
+    print(f"policy forward pass alone at 30 Hz: p50 {paced['p50']:.2f} ms, p99 {paced['p99']:.2f} ms")
     rclpy.init()
     node = rclpy.create_node("vla_bench_peer")
     bench = Bench(node)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     threading.Thread(target=ex.spin, daemon=True).start()
-    results = {"rust": [], "python": []}
+    names = [args.only] if args.only else ["rust", "python"]
+    results = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in ("rust", "python"):
+        for name in names:
             res = run_once(name, bench, args.frames, args.warmup)
             results[name].append(res)
             print(f"round {r + 1} {name:6s}: chunk p50 {res['input_to_chunk_ms']['p50']:.1f} ms "
@@ -238,12 +273,24 @@ def main() -> int:
                   f"dropped {res['sets_dropped']}/{res['sets_published']}, cpu {res['cpu_seconds']:.1f} s")
     summary = {k: merge(v) for k, v in results.items()}
     summary["floor_forward_ms"] = floor
+    summary["forward_at_30hz_ms"] = paced
     summary["runs"] = results
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        args.json.write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary[args.only], indent=2))
+        ex.shutdown()
+        rclpy.try_shutdown()
+        return 0
     r, p = summary["rust"], summary["python"]
-    overhead = r["input_to_chunk_ms"]["p99"] - floor["p99"]
+    # The issue's measure: end to end (on the node's own stamps) against the bare forward
+    # pass, both at p99; and per set, the time the node spends outside its forward pass.
+    overhead = r["stages_ms"]["input_to_chunk_in_node"]["p99"] - floor["p99"]
+    outside = r["stages_ms"]["outside_forward"]["p99"]
     ratio = p["input_to_command_ms"]["p99"] / r["input_to_command_ms"]["p99"]
     summary["targets"] = {
         "overhead_above_forward_p99_ms": overhead, "overhead_under_1ms": overhead < 1.0,
+        "outside_forward_p99_ms": outside, "outside_forward_under_1ms": outside < 1.0,
         "e2e_p99_ratio_python_over_rust": ratio, "e2e_p99_3x_lower": ratio >= 3.0,
         "zero_drops": r["sets_dropped"] == 0,
     }
@@ -259,9 +306,22 @@ def main() -> int:
     print(f"| commands per second | {r['command_rate_hz']:.1f} | {p['command_rate_hz']:.1f} | |")
     print(f"| CPU time per run (s) | {r['cpu_seconds']:.1f} | {p['cpu_seconds']:.1f} | {p['cpu_seconds'] / r['cpu_seconds']:.1f}x |")
     print(f"| peak memory (MiB) | {r['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} | {p['peak_rss_mib'] / r['peak_rss_mib']:.1f}x |")
+    print("\nWhere the time went, per set, on the nodes' own stamps (p50 / p99 ms):\n")
+    print("| stage | Rust node | Python baseline |\n|---|---|---|")
+    for label, key in (("last image published to chunk ready", "input_to_chunk_in_node"),
+                       ("  transport: published to taken by the node", "transport"),
+                       ("  decode and synchronize", "decode_and_sync"),
+                       ("  hand-off to the inference thread", "handoff"),
+                       ("  forward pass and chunk handed to control", "forward"),
+                       ("everything but the forward pass", "outside_forward")):
+        a, b = r["stages_ms"][key], p["stages_ms"][key]
+        print(f"| {label} | {a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / {b['p99']:.2f} |")
     t = summary["targets"]
-    print(f"\noverhead above the bare forward pass at p99: {overhead:.2f} ms "
+    print(f"\nforward pass alone: back to back p99 {floor['p99']:.2f} ms, at 30 Hz p99 {paced['p99']:.2f} ms")
+    print(f"overhead above the bare forward pass at p99 (chunk ready p99 - forward p99): {overhead:.2f} ms "
           f"({'met' if t['overhead_under_1ms'] else 'not met'}: < 1 ms)")
+    print(f"time outside the forward pass, per set, p99: {outside:.2f} ms "
+          f"({'met' if t['outside_forward_under_1ms'] else 'not met'}: < 1 ms)")
     print(f"end-to-end p99, Python / Rust: {ratio:.1f}x ({'met' if t['e2e_p99_3x_lower'] else 'not met'}: >= 3x)")
     print(f"drops at these rates: {r['sets_dropped']} ({'met' if t['zero_drops'] else 'not met'}: zero)")
     print(f"results in {args.json}")

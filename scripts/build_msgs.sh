@@ -28,4 +28,9 @@ cmake -S "$src" -B "$src/build" -DCMAKE_INSTALL_PREFIX="$src/install" -DCMAKE_PR
 cmake --build "$src/build" -j2 >>"$src/build.log" 2>&1 || { tail -30 "$src/build.log"; exit 1; }
 cmake --install "$src/build" >>"$src/build.log" 2>&1 || { tail -30 "$src/build.log"; exit 1; }
 touch "$stamp"
+# r2r generates its bindings once and reruns only when environment variables change,
+# so a changed message package needs the generated crates rebuilt.
+if [ -d "$root/target" ]; then
+  (cd "$root" && cargo clean --release -p r2r -p r2r_msg_gen >/dev/null 2>&1) || true
+fi
 echo "build_msgs: vla_controller_msgs installed in msg/install"

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use futures::StreamExt;
@@ -22,7 +22,7 @@ use r2r::{
     sensor_msgs::msg::{Image, JointState},
     std_msgs::msg::{Float64MultiArray, Header, String as RosString},
     trajectory_msgs::msg::JointTrajectory,
-    vla_controller_msgs::msg::{ActivationGrid, TokenAttention},
+    vla_controller_msgs::msg::{ActivationGrid, InferenceTiming, TokenAttention},
     ParameterValue, QosProfile,
 };
 
@@ -91,6 +91,21 @@ impl<T> LatestSlot<T> {
         self.value.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
         self.ready.notify_all();
     }
+}
+
+/// A complete observation on its way to the inference thread, with the wall-clock times
+/// of its stages so far (for `~/timing/chunk`).
+struct Queued {
+    obs: Observation,
+    /// The message that completed the set was taken from the middleware.
+    received: i64,
+    /// The set was handed to the inference thread.
+    queued: i64,
+}
+
+/// Nanoseconds since the epoch on the system clock, whatever clock the node follows.
+fn wall_ns() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 fn to_param_value(v: &ParameterValue) -> Option<ParamValue> {
@@ -245,7 +260,7 @@ pub fn run() -> anyhow::Result<()> {
     let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
     let core = Arc::new(Mutex::new(Core::new(&cfg, policy.meta(), stats.clone())));
     let decoder = ImageDecoder::new(&cfg, policy.meta());
-    let slot: Arc<LatestSlot<Observation>> = Arc::new(LatestSlot::new());
+    let slot: Arc<LatestSlot<Queued>> = Arc::new(LatestSlot::new());
     let clock = if use_sim_time {
         let t = Arc::new(AtomicI64::new(0));
         // Best effort, depth 1, as rclcpp's clock QoS: also matches reliable publishers.
@@ -279,12 +294,12 @@ pub fn run() -> anyhow::Result<()> {
         let (core, slot, clock, stats) = (core.clone(), slot.clone(), clock.clone(), stats.clone());
         rt.spawn(async move {
             while let Some(msg) = sub.next().await {
-                let now = clock.now();
+                let (now, received) = (clock.now(), wall_ns());
                 let image = Arc::new(ros_msgs::camera_image(msg));
                 let decoded = decoder.decode(&image.raw());
                 let observations = lock(&core).on_image(i, image, now, decoded);
                 for obs in observations {
-                    if slot.put(obs).is_some() {
+                    if slot.put(Queued { obs, received, queued: wall_ns() }).is_some() {
                         lock(&stats).observations_superseded += 1;
                     }
                 }
@@ -363,29 +378,22 @@ pub fn run() -> anyhow::Result<()> {
         })?
     };
 
-    // Timing: the stamp of the camera set behind each chunk when it is ready, and behind
-    // each command, so that a benchmark can measure input-to-chunk and input-to-command
-    // latency from outside (benches/e2e.py).
+    // Timing: the stages of each inference (`~/timing/chunk`) and the stamp of the camera
+    // set behind each command (`~/timing/command`), so that a benchmark can measure
+    // input-to-chunk and input-to-command latency from outside (benches/e2e.py).
     let timing_qos = QosProfile::default().keep_last(100);
-    let chunk_timing = node.create_publisher::<Header>(&format!("~/{}", ros_msgs::TIMING_CHUNK_TOPIC), timing_qos.clone())?;
+    let chunk_timing =
+        node.create_publisher::<InferenceTiming>(&format!("~/{}", ros_msgs::TIMING_CHUNK_TOPIC), timing_qos.clone())?;
     let command_timing = node.create_publisher::<Header>(&format!("~/{}", ros_msgs::TIMING_COMMAND_TOPIC), timing_qos)?;
 
     // Inference, off the async reactor.
     let inference = {
         let (core, slot, stats, policy) = (core.clone(), slot.clone(), stats.clone(), policy.clone());
         let explain_slot = explain_slot.clone();
-        let clock_i = clock.clone();
         std::thread::Builder::new().name("inference".into()).spawn(move || {
-            while let Some(obs) = slot.take() {
-                let t0 = Instant::now();
-                let taken = clock_i.now();
+            while let Some(Queued { obs, received, queued }) = slot.take() {
+                let (t0, started) = (Instant::now(), wall_ns());
                 let result = policy.infer(&obs.images, &obs.state, &obs.tokens);
-                tracing::debug!(
-                    stamp_to_arrival_ms = (obs.arrival - obs.stamp) as f64 / 1e6,
-                    queued_ms = (taken - obs.arrival) as f64 / 1e6,
-                    forward_ms = t0.elapsed().as_secs_f64() * 1e3,
-                    "inference"
-                );
                 let ms = t0.elapsed().as_secs_f64() * 1e3;
                 match result {
                     Ok(out) => {
@@ -396,7 +404,16 @@ pub fn run() -> anyhow::Result<()> {
                             st.inference_ms_max = st.inference_ms_max.max(ms);
                         }
                         lock(&core).on_chunk(obs.stamp, obs.arrival, obs.instruction_seq, &out.actions);
-                        let _ = chunk_timing.publish(&ros_msgs::header(obs.stamp, ""));
+                        let finished = wall_ns();
+                        tracing::debug!(
+                            stamp_to_received_ms = (received - obs.stamp) as f64 / 1e6,
+                            decode_and_sync_ms = (queued - received) as f64 / 1e6,
+                            handoff_ms = (started - queued) as f64 / 1e6,
+                            forward_ms = ms,
+                            "inference"
+                        );
+                        let timing = ros_msgs::inference_timing(obs.stamp, received, queued, started, finished);
+                        let _ = chunk_timing.publish(&timing);
                         explain_slot.put((obs, out));
                     }
                     Err(e) => {

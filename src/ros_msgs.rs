@@ -9,7 +9,7 @@ use r2r::{
     sensor_msgs::msg::{Image, JointState},
     std_msgs::msg::{Float64MultiArray, Header},
     trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint},
-    vla_controller_msgs::msg::{ActivationGrid, TokenAttention},
+    vla_controller_msgs::msg::{ActivationGrid, InferenceTiming, TokenAttention},
 };
 
 use crate::core::{CameraImage, ControlState, Observation};
@@ -24,7 +24,7 @@ pub const LANGUAGE_TOPIC: &str = "attention/language";
 pub const TOKENS_TOPIC: &str = "attention/tokens";
 pub const GRIDS_TOPIC: &str = "attention/grids";
 pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
-/// std_msgs/Header with the stamp of the camera set behind each chunk, when it is ready.
+/// vla_controller_msgs/InferenceTiming of each chunk, when it is ready.
 pub const TIMING_CHUNK_TOPIC: &str = "timing/chunk";
 /// std_msgs/Header with the stamp of the newest camera set behind each command.
 pub const TIMING_COMMAND_TOPIC: &str = "timing/command";
@@ -44,6 +44,18 @@ pub fn ns_to_time(ns: i64) -> Time {
 
 pub fn header(ns: i64, frame_id: &str) -> Header {
     Header { stamp: ns_to_time(ns), frame_id: frame_id.to_owned() }
+}
+
+/// The stages of one inference: the camera set's stamp and, on the system clock, when
+/// the set was received, queued, taken and its chunk finished.
+pub fn inference_timing(source: i64, received: i64, queued: i64, started: i64, finished: i64) -> InferenceTiming {
+    InferenceTiming {
+        source: ns_to_time(source),
+        received: ns_to_time(received),
+        queued: ns_to_time(queued),
+        started: ns_to_time(started),
+        finished: ns_to_time(finished),
+    }
 }
 
 /// The image with its pixel buffer moved, not copied.

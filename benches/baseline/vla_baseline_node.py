@@ -34,8 +34,10 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
+from vla_controller_msgs.msg import InferenceTiming
 
 PARAMS = {
     "policy_path": "policy/demo_policy.pt", "camera_names": ["main", "side", "top"], "image_width": 640,
@@ -44,6 +46,10 @@ PARAMS = {
     "joint_lower_limits": [0.0], "joint_upper_limits": [0.0], "max_step_per_tick": [0.0],
     "explain_rate_hz": 5.0, "activation_alpha": 0.4, "torch_threads": 0,
 }
+
+
+def to_time(t: int) -> Time:
+    return Time(sec=t // 10**9, nanosec=t % 10**9)
 
 
 def ns(stamp) -> int:
@@ -58,7 +64,7 @@ class ApproximateTimeSynchronizer:
         self.queue_size, self.slop, self.callback = queue_size, slop_ns, callback
         self.lock = threading.Lock()
 
-    def add(self, i, stamp, msg):
+    def add(self, i, stamp, msg, received):
         with self.lock:
             q = self.queues[i]
             q[stamp] = msg
@@ -79,7 +85,7 @@ class ApproximateTimeSynchronizer:
                     break
             else:
                 return
-        self.callback(msgs)
+        self.callback(msgs, received)
 
 
 class TemporalEnsembler:
@@ -149,7 +155,7 @@ class BaselineNode(Node):
         subs = ReentrantCallbackGroup()
         for i, c in enumerate(self.cams):
             self.create_subscription(Image, f"camera/{c}/image_raw",
-                                     lambda m, i=i: self.sync.add(i, ns(m.header.stamp), m),
+                                     lambda m, i=i: self.sync.add(i, ns(m.header.stamp), m, time.time_ns()),
                                      qos_profile_sensor_data, callback_group=subs)
         self.create_subscription(JointState, "joint_states", self.on_joints, qos_profile_sensor_data,
                                  callback_group=subs)
@@ -157,7 +163,7 @@ class BaselineNode(Node):
         for qos in (latched, QoSProfile(depth=10)):
             self.create_subscription(String, "instruction", self.on_instruction, qos, callback_group=subs)
         self.cmd_pub = self.create_publisher(Float64MultiArray, "joint_commands", 10)
-        self.chunk_timing = self.create_publisher(Header, "~/timing/chunk", 100)
+        self.chunk_timing = self.create_publisher(InferenceTiming, "~/timing/chunk", 100)
         self.command_timing = self.create_publisher(Header, "~/timing/command", 100)
         self.overlay_pubs = [self.create_publisher(Image, f"~/attention/{c}", 2) for c in self.cams]
         self.create_timer(1.0 / p["control_rate_hz"], self.on_tick, callback_group=MutuallyExclusiveCallbackGroup())
@@ -181,7 +187,7 @@ class BaselineNode(Node):
         ids[: len(toks)], mask[: len(toks)] = toks, True
         self.tokens = (torch.from_numpy(ids)[None], torch.from_numpy(mask)[None])
 
-    def on_set(self, msgs):
+    def on_set(self, msgs, received):
         now = self.get_clock().now().nanoseconds
         stamp = max(ns(m.header.stamp) for m in msgs)
         with self.joints_lock:
@@ -199,7 +205,7 @@ class BaselineNode(Node):
             s = a.reshape(m.height // f, f, m.width // f, f, 3).sum(axis=(1, 3), dtype=np.uint32)
             imgs.append(((s + f * f // 2) // (f * f)).astype(np.uint8))
         with self.set_ready:
-            self.latest_set = (stamp, now, np.stack(imgs)[None], js[1], msgs)
+            self.latest_set = (stamp, now, np.stack(imgs)[None], js[1], msgs, received, time.time_ns())
             self.set_ready.notify()
 
     def infer_loop(self):
@@ -207,8 +213,9 @@ class BaselineNode(Node):
             with self.set_ready:
                 while self.latest_set is None:
                     self.set_ready.wait()
-                stamp, arrival, images, q, msgs = self.latest_set
+                stamp, arrival, images, q, msgs, received, queued = self.latest_set
                 self.latest_set = None
+            started = time.time_ns()
             state = torch.from_numpy(((q - self.s_mean) / self.s_std).astype(np.float32))[None]
             with torch.no_grad():
                 actions, _, maps = self.policy(torch.from_numpy(images), state, *self.tokens)
@@ -220,9 +227,9 @@ class BaselineNode(Node):
                 current = round((self.get_clock().now().nanoseconds - self.tick_base) / self.period_ns)
                 self.ensembler.add(first, actions, current)
                 self.newest = stamp
-            h = Header()
-            h.stamp.sec, h.stamp.nanosec = stamp // 10**9, stamp % 10**9
-            self.chunk_timing.publish(h)
+            self.chunk_timing.publish(InferenceTiming(source=to_time(stamp), received=to_time(received),
+                                                      queued=to_time(queued), started=to_time(started),
+                                                      finished=to_time(time.time_ns())))
             self.to_explain = (msgs, maps[0].numpy())
 
     def on_tick(self):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Header, String
+from std_msgs.msg import String
+from vla_controller_msgs.msg import InferenceTiming
 
 from conftest import NodeProcess, wait_for
 from test_live_node import START, diag_value, instruction, setup_graph, status, two_sided_scene
@@ -28,8 +29,8 @@ def graph():
     s, left, _ = two_sided_scene(21)
     cams, arm = setup_graph(peers, s, instruction(s, left))
     chunks = []
-    peers.node.create_subscription(Header, "/vla_controller/timing/chunk",
-                                   lambda m: chunks.append(m.stamp.sec * 10**9 + m.stamp.nanosec), QoSProfile(depth=1000))
+    peers.node.create_subscription(InferenceTiming, "/vla_controller/timing/chunk",
+                                   lambda m: chunks.append(m.source.sec * 10**9 + m.source.nanosec), QoSProfile(depth=1000))
     node = NodeProcess()
     wait_for(lambda: status(peers) and status(peers)[1] == "running", 60, "the node running")
     g = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from rclpy.qos import QoSProfile
-from std_msgs.msg import Header
+from vla_controller_msgs.msg import InferenceTiming
 
 from conftest import wait_for
 from test_live_node import instruction, status, two_sided_scene
@@ -41,11 +41,11 @@ def test_soak(peers, start_node):
     latencies: list[tuple[float, float]] = []  # (monotonic time, stamp-to-chunk ms)
 
     def on_chunk(m):
-        now = peers.node.get_clock().now().nanoseconds
+        ns = lambda t: t.sec * 10**9 + t.nanosec  # noqa: E731
         with lock:
-            latencies.append((time.monotonic(), (now - (m.stamp.sec * 10**9 + m.stamp.nanosec)) / 1e6))
+            latencies.append((time.monotonic(), (ns(m.finished) - ns(m.source)) / 1e6))
 
-    peers.node.create_subscription(Header, "/vla_controller/timing/chunk", on_chunk, QoSProfile(depth=1000))
+    peers.node.create_subscription(InferenceTiming, "/vla_controller/timing/chunk", on_chunk, QoSProfile(depth=1000))
     peers.start()
     cams.instruct(instruction(s, left))
     node = start_node()
