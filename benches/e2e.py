@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
@@ -250,6 +251,14 @@ def main() -> int:
         for p in args.param:
             cmd += ["-p", p]
 
+    # The floor runs with the nodes' libtorch thread count (the parameters file's, or -p's).
+    threads = yaml.safe_load(PARAMS.read_text())["/**"]["ros__parameters"].get("torch_threads", 0)
+    for p in args.param:
+        name, _, value = p.partition(":=")
+        threads = int(value) if name == "torch_threads" else threads
+    if threads > 0:
+        torch.set_num_threads(threads)
+    print(f"libtorch threads: {torch.get_num_threads()}")
     floor = floor_forward_ms()
     print(f"policy forward pass (floor), back to back: p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms")
     # Once per camera set, caches and branch predictors are cold again: the same forward

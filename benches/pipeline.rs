@@ -34,6 +34,9 @@ fn main() {
     let policy = Policy::load(Path::new(&cfg.policy_path), cfg.device).expect("demo policy");
     policy.check(&cfg).expect("demo policy matches the default config");
     let meta = policy.meta().clone();
+    if cfg.torch_threads > 0 {
+        tch::set_num_threads(cfg.torch_threads as i32); // as the node does
+    }
     println!("torch threads: {}", tch::get_num_threads());
 
     let (w, h) = (cfg.image_width, cfg.image_height);

@@ -94,7 +94,8 @@ pub struct Config {
     pub policy_path: PathBuf,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: Device,
-    /// libtorch intra-op threads; 0 keeps libtorch's default.
+    /// libtorch intra-op threads; 0 keeps libtorch's default (all cores). One is faster
+    /// for small policies.
     pub torch_threads: usize,
     /// Camera names; camera `X` is read from `camera/X/image_raw`. Must match the policy.
     pub camera_names: Vec<String>,
@@ -151,7 +152,7 @@ impl Default for Config {
         Config {
             policy_path: PathBuf::from("policy/demo_policy.pt"),
             device: Device::Cpu,
-            torch_threads: 0,
+            torch_threads: 1,
             camera_names: ["main", "side", "top"].map(String::from).to_vec(),
             image_width: 640,
             image_height: 480,

@@ -1,21 +1,23 @@
 //! The ROS 2 adapter: parameters, subscriptions, publishers and the three activities of
 //! the node, kept apart so that none can delay another:
 //!
-//! - receiving: one task per subscription decodes its messages (outside any lock) and
-//!   feeds [`Core`]; completed observations go to a one-place slot where the newest wins;
+//! - receiving: the thread that spins r2r decodes camera images (outside any lock) and
+//!   feeds them and joint states to [`Core`]; completed observations go to a one-place
+//!   slot where the newest wins;
 //! - inference: a dedicated thread takes the newest observation, runs the policy, and
 //!   hands the chunk to [`Core`]; at most one inference is in flight;
 //! - control: a timer at the control rate asks [`Core`] for this tick's command and
 //!   publishes it.
 //!
-//! r2r's executor is spun in its own thread so that messages are delivered as they come.
+//! r2r's executor is spun in its own thread so that messages are handled as they come;
+//! the instruction, /clock, parameters and timers run on a small tokio runtime.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use r2r::{
     diagnostic_msgs::msg::DiagnosticArray,
     rosgraph_msgs::msg::Clock as ClockMsg,
@@ -288,12 +290,17 @@ pub fn run() -> anyhow::Result<()> {
         }
     });
 
+    // Cameras and joint states are handled in the thread that spins r2r, right after
+    // the take (as rclcpp's executors run callbacks): no wake-up of another thread lies
+    // between a message's arrival and its decoding, and r2r's per-subscription channel
+    // is drained after every spin, so it never fills and drops.
+    let mut receivers: Vec<Box<dyn FnMut() + Send>> = Vec::new();
     // Cameras: best effort (sensor data), which also accepts reliable publishers.
     for (i, name) in cfg.camera_names.iter().enumerate() {
         let mut sub = node.subscribe::<Image>(&camera_topic(name), QosProfile::sensor_data())?;
         let (core, slot, clock, stats) = (core.clone(), slot.clone(), clock.clone(), stats.clone());
-        rt.spawn(async move {
-            while let Some(msg) = sub.next().await {
+        receivers.push(Box::new(move || {
+            while let Some(Some(msg)) = sub.next().now_or_never() {
                 let (now, received) = (clock.now(), wall_ns());
                 let image = Arc::new(ros_msgs::camera_image(msg));
                 let decoded = decoder.decode(&image.raw());
@@ -304,17 +311,17 @@ pub fn run() -> anyhow::Result<()> {
                     }
                 }
             }
-        });
+        }));
     }
     {
         let mut sub = node.subscribe::<JointState>(JOINT_STATES_TOPIC, QosProfile::sensor_data().keep_last(20))?;
         let (core, clock) = (core.clone(), clock.clone());
-        rt.spawn(async move {
-            while let Some(msg) = sub.next().await {
+        receivers.push(Box::new(move || {
+            while let Some(Some(msg)) = sub.next().now_or_never() {
                 let now = clock.now();
                 lock(&core).on_joint_state(ros_msgs::stamp_ns(&msg.header.stamp), now, &msg.name, &msg.position);
             }
-        });
+        }));
     }
     {
         // Two subscriptions: a transient-local one, so that a node started after the
@@ -506,13 +513,17 @@ pub fn run() -> anyhow::Result<()> {
         "vla_controller running"
     );
 
-    // Spin r2r's executor in its own thread; a short timeout keeps delivery prompt.
+    // Spin r2r's executor in its own thread, handling cameras and joint states after each
+    // spin; a short timeout keeps the shutdown prompt (messages wake the wait at once).
     let node = Arc::new(Mutex::new(node));
     let spinner = {
         let (node, running) = (node.clone(), running.clone());
         std::thread::Builder::new().name("ros-spin".into()).spawn(move || {
             while running.load(Ordering::Relaxed) {
                 lock(&node).spin_once(Duration::from_millis(5));
+                for receive in &mut receivers {
+                    receive();
+                }
             }
         })?
     };
