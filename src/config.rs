@@ -97,6 +97,9 @@ pub struct Config {
     /// libtorch intra-op threads; 0 keeps libtorch's default (all cores). One is faster
     /// for small policies.
     pub torch_threads: usize,
+    /// SCHED_FIFO priority (1-99) of the threads that receive, infer and command; 0
+    /// leaves them at normal priority. Explanations always run at normal priority.
+    pub thread_priority: u32,
     /// Camera names; camera `X` is read from `camera/X/image_raw`. Must match the policy.
     pub camera_names: Vec<String>,
     /// Expected camera image size; other sizes are rejected (and counted).
@@ -153,6 +156,7 @@ impl Default for Config {
             policy_path: PathBuf::from("policy/demo_policy.pt"),
             device: Device::Cpu,
             torch_threads: 1,
+            thread_priority: 50,
             camera_names: ["main", "side", "top"].map(String::from).to_vec(),
             image_width: 640,
             image_height: 480,
@@ -196,6 +200,7 @@ pub const PARAMETERS: &[(&str, &str)] = &[
     ("policy_path", "TorchScript policy file"),
     ("device", "cpu, cuda or cuda:N"),
     ("torch_threads", "libtorch intra-op threads, 0 for libtorch's default"),
+    ("thread_priority", "real-time (SCHED_FIFO) priority of the receive, inference and control threads, 0 for none"),
     ("camera_names", "cameras, read from camera/<name>/image_raw, in the policy's order"),
     ("image_width", "expected camera image width in pixels"),
     ("image_height", "expected camera image height in pixels"),
@@ -391,6 +396,10 @@ impl Config {
             policy_path: PathBuf::from(r.string("policy_path", &d.policy_path.to_string_lossy())?),
             device,
             torch_threads: r.count("torch_threads", d.torch_threads, 0)?,
+            thread_priority: match r.count("thread_priority", d.thread_priority as usize, 0)? {
+                p @ 0..=99 => p as u32,
+                p => return Err(Error::param("thread_priority", p, "must be 0 (none) or a priority of 1-99")),
+            },
             camera_names: r.strings("camera_names", &d.camera_names)?,
             image_width: r.count("image_width", d.image_width as usize, 1)? as u32,
             image_height: r.count("image_height", d.image_height as usize, 1)? as u32,
@@ -474,6 +483,7 @@ impl Config {
         p.insert("policy_path".into(), s(&self.policy_path.to_string_lossy()));
         p.insert("device".into(), s(&self.device.to_string()));
         p.insert("torch_threads".into(), ParamValue::Integer(self.torch_threads as i64));
+        p.insert("thread_priority".into(), ParamValue::Integer(self.thread_priority.into()));
         p.insert("camera_names".into(), ParamValue::StringArray(self.camera_names.clone()));
         p.insert("image_width".into(), ParamValue::Integer(self.image_width.into()));
         p.insert("image_height".into(), ParamValue::Integer(self.image_height.into()));
@@ -655,6 +665,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("device") && e.contains("tpu"), "{e}");
+
+        let e = Config::from_params(&with("thread_priority", ParamValue::Integer(100)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("thread_priority") && e.contains("1-99"), "{e}");
 
         let e = Config::from_params(&with("smoothing", ParamValue::Integer(3)))
             .unwrap_err()

@@ -105,6 +105,29 @@ struct Queued {
     queued: i64,
 }
 
+/// Gives the calling thread real-time (SCHED_FIFO) priority, unless `priority` is 0.
+/// Without permission the node says so once and the thread stays as it is.
+fn set_thread_priority(priority: u32, thread: &str) {
+    if priority == 0 {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: priority as i32 };
+    // SAFETY: a system call on the calling thread with a valid parameter.
+    let err = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if err != 0 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                priority,
+                thread,
+                error = %std::io::Error::from_raw_os_error(err),
+                "thread_priority not applied, running at normal priority (grant rtprio in \
+                 /etc/security/limits.conf or CAP_SYS_NICE, or set thread_priority to 0)"
+            )
+        });
+    }
+}
+
 /// Nanoseconds since the epoch on the system clock, whatever clock the node follows.
 fn wall_ns() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
@@ -252,8 +275,18 @@ fn setup() -> anyhow::Result<Setup> {
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run() -> anyhow::Result<()> {
     let Setup { mut node, cfg, policy, use_sim_time } = setup()?;
+    // Real-time priorities, highest first: the control loop (on the runtime's threads),
+    // receiving, inference. The explanation thread keeps normal priority, so that it
+    // can never delay a command.
+    let priority = cfg.thread_priority;
+    let below = |n: u32| if priority == 0 { 0 } else { priority.saturating_sub(n).max(1) };
+    let (receive_priority, inference_priority) = (below(1), below(2));
+    if priority > 0 {
+        tracing::info!(control = priority, receive = receive_priority, inference = inference_priority, "SCHED_FIFO priorities");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(move || set_thread_priority(priority, "control"))
         .enable_all()
         .build()?;
     let _enter = rt.enter();
@@ -398,6 +431,7 @@ pub fn run() -> anyhow::Result<()> {
         let (core, slot, stats, policy) = (core.clone(), slot.clone(), stats.clone(), policy.clone());
         let explain_slot = explain_slot.clone();
         std::thread::Builder::new().name("inference".into()).spawn(move || {
+            set_thread_priority(inference_priority, "inference");
             while let Some(Queued { obs, received, queued }) = slot.take() {
                 let (t0, started) = (Instant::now(), wall_ns());
                 let result = policy.infer(&obs.images, &obs.state, &obs.tokens);
@@ -519,6 +553,7 @@ pub fn run() -> anyhow::Result<()> {
     let spinner = {
         let (node, running) = (node.clone(), running.clone());
         std::thread::Builder::new().name("ros-spin".into()).spawn(move || {
+            set_thread_priority(receive_priority, "receive");
             while running.load(Ordering::Relaxed) {
                 lock(&node).spin_once(Duration::from_millis(5));
                 for receive in &mut receivers {
