@@ -128,6 +128,30 @@ fn set_thread_priority(priority: u32, thread: &str) {
     }
 }
 
+/// Gives the middleware's reception threads real-time priority, so that a message is
+/// handed over as promptly as it is then handled. Fast DDS names them `dds.shm.<port>`
+/// and `dds.udp.<port>`; other threads, and other middlewares' threads, are left alone.
+/// Returns how many threads were set.
+fn set_reception_thread_priority(priority: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let mut set = 0;
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let reception = name.strip_prefix("dds.shm.").or_else(|| name.strip_prefix("dds.udp."));
+        // The port number follows; `dds.shm.wdog` (a watchdog) is not a reception thread.
+        if !reception.is_some_and(|port| port.trim().bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<libc::pid_t>() else { continue };
+        let param = libc::sched_param { sched_priority: priority as i32 };
+        // SAFETY: a system call on a thread of this process with a valid parameter.
+        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) } == 0 {
+            set += 1;
+        }
+    }
+    set
+}
+
 /// Nanoseconds since the epoch on the system clock, whatever clock the node follows.
 fn wall_ns() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
@@ -276,7 +300,7 @@ fn setup() -> anyhow::Result<Setup> {
 pub fn run() -> anyhow::Result<()> {
     let Setup { mut node, cfg, policy, use_sim_time } = setup()?;
     // Real-time priorities, highest first: the control loop (on the runtime's threads),
-    // receiving, inference. The explanation thread keeps normal priority, so that it
+    // receiving (with the middleware's reception threads), inference. The explanation thread keeps normal priority, so that it
     // can never delay a command.
     let priority = cfg.thread_priority;
     let below = |n: u32| if priority == 0 { 0 } else { priority.saturating_sub(n).max(1) };
@@ -547,6 +571,10 @@ pub fn run() -> anyhow::Result<()> {
         "vla_controller running"
     );
 
+    if receive_priority > 0 {
+        let n = set_reception_thread_priority(receive_priority);
+        tracing::debug!(threads = n, priority = receive_priority, "middleware reception threads");
+    }
     // Spin r2r's executor in its own thread, handling cameras and joint states after each
     // spin; a short timeout keeps the shutdown prompt (messages wake the wait at once).
     let node = Arc::new(Mutex::new(node));

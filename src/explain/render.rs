@@ -104,20 +104,19 @@ pub fn overlay<C: Deref<Target = [u8]>>(
     alpha: f32,
 ) -> RgbImage {
     const STEPS: usize = 1024;
+    const _: () = assert!(STEPS.is_power_of_two(), "indices are masked with STEPS - 1");
     let (w, h) = (camera.width() as usize, camera.height() as usize);
     let map = Bilinear::new(&normalize_max(grid), rows, cols, w, h);
     let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u16;
     let keep = 256 - a;
-    // a x colour + 128 (for rounding) per step; the fourth lane lets a pixel's colour be
-    // written as one 8-byte move, its spare value overwritten by the next pixel's.
-    let lut: Vec<[u16; 4]> = (0..STEPS)
-        .map(|i| {
-            let [r, g, b] = colormap(i as f32 / (STEPS - 1) as f32).map(|c| a * c as u16 + 128);
-            [r, g, b, 0]
-        })
-        .collect();
+    // a x colour + 128 (for rounding) per step. A fixed-size table indexed with a mask
+    // needs no bounds check in the loop.
+    let mut lut = [[0u16; 3]; STEPS];
+    for (i, e) in lut.iter_mut().enumerate() {
+        *e = colormap(i as f32 / (STEPS - 1) as f32).map(|c| a * c as u16 + 128);
+    }
     let mut out = vec![0u8; w * h * 3];
-    let (mut values, mut steps, mut colours) = (vec![0.0f32; w], vec![0u16; w], vec![0u16; w * 3 + 1]);
+    let (mut values, mut steps, mut colours) = (vec![0.0f32; w], vec![0u16; w], vec![0u16; w * 3]);
     let rows_out = out.chunks_exact_mut(w * 3).zip(camera.as_raw().chunks_exact(w * 3));
     for (y, (dst, src)) in rows_out.enumerate() {
         map.row(y, &mut values);
@@ -127,8 +126,8 @@ pub fn overlay<C: Deref<Target = [u8]>>(
             let x = v.max(0.0).min(1.0) * (STEPS - 1) as f32 + 8_388_608.0;
             *s = (x.to_bits() & 0x7ff) as u16;
         }
-        for (k, &s) in steps.iter().enumerate() {
-            colours[3 * k..3 * k + 4].copy_from_slice(&lut[(s as usize).min(STEPS - 1)]);
+        for (c, &s) in colours.chunks_exact_mut(3).zip(&steps) {
+            c.copy_from_slice(&lut[s as usize & (STEPS - 1)]);
         }
         for ((d, &s), &c) in dst.iter_mut().zip(src).zip(&colours) {
             *d = ((keep * s as u16 + c) >> 8) as u8;

@@ -5,6 +5,7 @@ instruction; the tests read what the node publishes."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -238,6 +239,8 @@ def test_thread_priorities(start_node, priority):
     if priority and "thread_priority not applied" not in node.output():
         assert threads["inference"] == {(1, priority - 2)}
         assert threads["ros-spin"] == {(1, priority - 1)}
+        reception = [v for k, v in threads.items() if re.fullmatch(r"dds\.(shm|udp)\.\d+", k)]
+        assert reception and all(v == {(1, priority - 1)} for v in reception), threads
         assert (1, priority) in set().union(*(v for k, v in threads.items() if k.startswith("tokio")))
     else:
         # Not asked for, or not permitted here (the node then said so and runs as is).
