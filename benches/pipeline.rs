@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use vla_controller::config::Config;
+use vla_controller::config::{Config, Device};
 use vla_controller::core::{CameraImage, Core, ImageDecoder};
 use vla_controller::explain::{self, Method, Settings};
 use vla_controller::image::RawImage;
@@ -35,14 +35,20 @@ fn report(name: &str, mut t: Vec<f64>) {
 
 fn main() {
     vla_controller::memory::keep_freed_memory(); // as the node does
-    let cfg = Config { policy_path: "policy/demo_policy.pt".into(), ..Config::default() };
+    // VLA_BENCH_DEVICE=cuda runs the policy on a GPU (benches/gpu.sh);
+    // VLA_BENCH_OCCLUSION_BATCHES=16,64,577 times occlusion at several batch sizes.
+    let device = std::env::var("VLA_BENCH_DEVICE").map_or(Device::Cpu, |d| Device::parse(&d).expect("cpu, cuda or cuda:N"));
+    let cfg = Config { policy_path: "policy/demo_policy.pt".into(), device, ..Config::default() };
+    let occlusion_batches: Vec<usize> = std::env::var("VLA_BENCH_OCCLUSION_BATCHES").map_or(vec![cfg.occlusion_batch], |v| {
+        v.split(',').map(|b| b.trim().parse().expect("batch sizes, comma-separated")).collect()
+    });
     let policy = Policy::load(Path::new(&cfg.policy_path), cfg.device).expect("demo policy");
     policy.check(&cfg).expect("demo policy matches the default config");
     let meta = policy.meta().clone();
     if cfg.torch_threads > 0 {
         tch::set_num_threads(cfg.torch_threads as i32); // as the node does
     }
-    println!("torch threads: {}", tch::get_num_threads());
+    println!("device: {}, torch threads: {}", cfg.device, tch::get_num_threads());
 
     let (w, h) = (cfg.image_width, cfg.image_height);
     let data: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
@@ -130,7 +136,9 @@ fn main() {
     measure("  of which: the language heatmap", 50, || {
         std::hint::black_box(explain::render::language_heatmap(pieces, &out.token_weights, 0.3));
     });
-    measure(&format!("occlusion grids, 1 + 3x192 inputs, batches of {}", cfg.occlusion_batch), 5, || {
-        std::hint::black_box(explain::occlusion_grids(&policy, &o, cfg.occlusion_batch).unwrap());
-    });
+    for batch in occlusion_batches {
+        measure(&format!("occlusion grids, 1 + 3x192 inputs, batches of {batch}"), 5, || {
+            std::hint::black_box(explain::occlusion_grids(&policy, &o, batch).unwrap());
+        });
+    }
 }
