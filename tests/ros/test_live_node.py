@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: F401  (message package present)
+from rclpy.qos import QoSProfile
 from trajectory_msgs.msg import JointTrajectory
+from vla_controller_msgs.msg import InferenceTiming
 
 from conftest import wait_for
 from vla_demo import scene as sc
@@ -71,6 +73,8 @@ def setup_graph(peers, s, text, prefix=""):
 
 def test_commands_at_control_rate_follow_the_instruction_and_switch(peers, start_node):
     s, left, right = two_sided_scene()
+    timings = []
+    peers.node.create_subscription(InferenceTiming, "/vla_controller/timing/chunk", timings.append, QoSProfile(depth=100))
     cams, arm = setup_graph(peers, s, instruction(s, left))
     node = start_node()
     wait_for(lambda: len(peers.recorder.commands) > 0, 60, "the first command")
@@ -92,6 +96,16 @@ def test_commands_at_control_rate_follow_the_instruction_and_switch(peers, start
     gaps = np.diff([t for t, _ in window])
     assert np.median(gaps) == pytest.approx(1 / CONTROL_RATE, abs=0.006)
     assert status(peers)[0] == 0, status(peers)
+
+    # Every chunk's timing: its camera sets in order, its stages in order and prompt.
+    ns = lambda t: t.sec * 10**9 + t.nanosec  # noqa: E731
+    recent = list(timings)[-20:]
+    assert len(recent) == 20
+    assert all(ns(a.source) < ns(b.source) for a, b in zip(recent, recent[1:]))
+    for m in recent:
+        stages = [ns(m.received), ns(m.queued), ns(m.started), ns(m.finished)]
+        assert stages == sorted(stages), m
+        assert stages[-1] - stages[0] < 0.5e9, m
 
     # A different instruction (in Chinese) on the same scene: the arm goes elsewhere.
     before = arm.position()
