@@ -3,18 +3,23 @@ run, alternating, over a real ROS 2 graph.
 
 A peer publishes three 640x480 rgb8 cameras at 30 Hz (each set stamped with the time its
 first image is published), joint_states at 200 Hz and an instruction. Both nodes publish
-the stamp of the camera set behind each chunk (~/timing/chunk) and behind each command
-(~/timing/command), so from outside, on the same clock:
+each chunk's timing (~/timing/chunk, vla_controller_msgs/InferenceTiming: the set's stamp
+and when its stages ended, on the system clock), the stamp of the set behind each
+command (~/timing/command) and their counters (/diagnostics), so on one clock:
 
-- input to chunk: from the publication of a set's last image to its chunk being ready;
+- input to chunk: from the publication of a set's last image to its chunk being ready
+  (as the peer receives it, and as the node stamps it), and per stage: transport,
+  decoding and synchronization, hand-off to the inference thread, forward pass;
 - input to command: to the first command that uses it (this includes waiting for the
   next control tick, 10 ms on average at 50 Hz);
 - control jitter: how far the intervals between commands stray from the period;
-- sets dropped: published but never inferred (newest-wins skips, synchronizer losses);
+- sets dropped: published but never inferred; the nodes' own drop counts by reason;
+  camera images published to the node but never received by it;
 - the node's CPU time and peak resident memory (/proc), and the policy's bare forward
-  time in this process (the floor).
+  time in this process (the floor), back to back and once every 33 ms.
 
-    python benches/e2e.py [--frames 300] [--rounds 2] [--json target/bench-e2e.json]
+    python benches/e2e.py [--frames 300] [--rounds 2] [--only rust|python] [-p name:=value]
+                          [--json target/bench-e2e.json]
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import torch  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from std_msgs.msg import Float64MultiArray, Header, String  # noqa: E402
 from vla_controller_msgs.msg import InferenceTiming  # noqa: E402
 
@@ -109,6 +115,7 @@ class Bench:
         node.create_subscription(InferenceTiming, "/vla_controller/timing/chunk", self._inference, qos)
         node.create_subscription(Header, "/vla_controller/timing/command", lambda m: self._timing(m, self.command), qos)
         node.create_subscription(Float64MultiArray, "joint_commands", self._command, RELIABLE)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, QoSProfile(depth=10))
         self.reset()
 
     def reset(self):
@@ -116,8 +123,10 @@ class Bench:
             self.published = {}  # set stamp -> wall time its last image was published (ns)
             self.chunk, self.command = {}, {}
             self.stages = {}  # set stamp -> (received, queued, started, finished), node's wall clock (ns)
+            self.counters = {}  # the node's last /diagnostics values
             self.command_times = []
             self.sets = 0
+            self.images_to_subscriber = 0  # published while the node's subscription was matched
         self.publishing = False
 
     def _timing(self, msg, into):
@@ -134,19 +143,28 @@ class Bench:
             self.chunk.setdefault(key, t)
             self.stages.setdefault(key, stages)
 
+    def _diagnostics(self, msg):
+        for st in msg.status:
+            if st.name.startswith("/vla_controller"):
+                with self.lock:
+                    self.counters = {kv.key: kv.value for kv in st.values}
+
     def _command(self, _msg):
         with self.lock:
             self.command_times.append(time.time_ns())
 
     def publish_set(self):
         stamp = time.time_ns()
+        matched = 0
         for c, pub in self.cams.items():
             m = self.imgs[c]
             m.header.stamp.sec, m.header.stamp.nanosec = stamp // 10**9, stamp % 10**9
+            matched += pub.get_subscription_count() > 0
             pub.publish(m)
         with self.lock:
             self.published[stamp] = time.time_ns()
             self.sets += 1
+            self.images_to_subscriber += matched
 
     def publish_joints(self):
         m = JointState(name=list(sc.JOINT_NAMES), position=START)
@@ -184,7 +202,7 @@ def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
                 raise RuntimeError(f"{name}: no chunk within 60 s; see target/bench-e2e-{name}.log")
         time.sleep(max(0.0, min(t_next, j_next) - time.monotonic()))
     end_feed = time.time_ns()
-    time.sleep(0.5)  # let the last chunks and commands arrive
+    time.sleep(1.5)  # let the last chunks, commands and diagnostics (1 Hz) arrive
     cpu, rss = proc_usage(proc.pid)
     proc.send_signal(signal.SIGINT)
     try:
@@ -199,6 +217,8 @@ def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
         # the set's last image and its chunk went.
         staged = [(t, bench.stages[s]) for s, t in sets.items() if s in bench.stages]
         cmds = [t for t in bench.command_times if measuring_from <= t <= end_feed]
+        counters = dict(bench.counters)
+        images_published = bench.images_to_subscriber
     gaps = np.diff(np.array(cmds)) / 1e6
     ms = lambda f: percentiles([f(t, *st) / 1e6 for t, st in staged])  # noqa: E731
     return {
@@ -217,13 +237,24 @@ def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
         },
         "command_rate_hz": len(cmds) / ((end_feed - measuring_from) / 1e9),
         "jitter_ms": percentiles(list(np.abs(gaps - 20.0))) if len(gaps) else None,
+        # The node's own count of what it dropped and why, over the whole run (warm-up
+        # included), and how many camera images it received: the rest were lost on the way.
+        "drops_by_reason": {k: int(v) for k, v in counters.items()
+                            if k.startswith(("dropped/", "rejected/")) and int(v) > 0},
+        "images_published": images_published,
+        "images_received": sum(int(v) for k, v in counters.items() if k.startswith("received/camera/")),
         "cpu_seconds": cpu,
         "peak_rss_mib": rss,
     }
 
 
 def merge(runs):
-    out = {k: sum(r[k] for r in runs) for k in ("sets_published", "sets_inferred", "sets_dropped")}
+    out = {k: sum(r[k] for r in runs)
+           for k in ("sets_published", "sets_inferred", "sets_dropped", "images_published", "images_received")}
+    out["drops_by_reason"] = {}
+    for r in runs:
+        for reason, n in r["drops_by_reason"].items():
+            out["drops_by_reason"][reason] = out["drops_by_reason"].get(reason, 0) + n
     for k in ("cpu_seconds", "peak_rss_mib", "command_rate_hz"):
         out[k] = float(np.mean([r[k] for r in runs]))
     def mean_of(values):
@@ -312,6 +343,8 @@ def main() -> int:
             a, b = r[key][q], p[key][q]
             print(f"| {label} {q} (ms) | {a:.2f} | {b:.2f} | {b / a if a else float('nan'):.1f}x |")
     print(f"| sets dropped | {r['sets_dropped']} of {r['sets_published']} | {p['sets_dropped']} of {p['sets_published']} | |")
+    print(f"| camera images lost on the way (whole runs, once subscribed) | {r['images_published'] - r['images_received']} of "
+          f"{r['images_published']} | {p['images_published'] - p['images_received']} of {p['images_published']} | |")
     print(f"| commands per second | {r['command_rate_hz']:.1f} | {p['command_rate_hz']:.1f} | |")
     print(f"| CPU time per run (s) | {r['cpu_seconds']:.1f} | {p['cpu_seconds']:.1f} | {p['cpu_seconds'] / r['cpu_seconds']:.1f}x |")
     print(f"| peak memory (MiB) | {r['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} | {p['peak_rss_mib'] / r['peak_rss_mib']:.1f}x |")
@@ -325,6 +358,10 @@ def main() -> int:
                        ("everything but the forward pass", "outside_forward")):
         a, b = r["stages_ms"][key], p["stages_ms"][key]
         print(f"| {label} | {a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / {b['p99']:.2f} |")
+    print("\nDropped by the nodes, by reason, over whole runs (warm-up included; their own counts):\n")
+    for name, res in (("Rust node", r), ("Python baseline", p)):
+        reasons = res["drops_by_reason"] or {"(none)": 0}
+        print(f"- {name}: " + "; ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     t = summary["targets"]
     print(f"\nforward pass alone: back to back p99 {floor['p99']:.2f} ms, at 30 Hz p99 {paced['p99']:.2f} ms")
     print(f"overhead above the bare forward pass at p99 (chunk ready p99 - forward p99): {overhead:.2f} ms "

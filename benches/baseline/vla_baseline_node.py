@@ -10,8 +10,9 @@ TorchScript policy with the same parameters file.
 - numpy conversions (frombuffer, area average by reshape), the policy on a worker
   thread, newest set wins;
 - ACT temporal ensembling on the control timer, the same safety filter;
-- the same language of timing topics (~/timing/chunk, ~/timing/command) and an overlay
-  per camera from the policy's own attention maps at explain_rate_hz.
+- the same timing topics (~/timing/chunk, ~/timing/command), received and dropped
+  counts on /diagnostics, and an overlay per camera from the policy's own attention maps
+  at explain_rate_hz.
 
     python benches/baseline/vla_baseline_node.py --ros-args --params-file config/controller.yaml
 """
@@ -35,6 +36,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from vla_controller_msgs.msg import InferenceTiming
@@ -59,9 +61,9 @@ def ns(stamp) -> int:
 class ApproximateTimeSynchronizer:
     """message_filters.ApproximateTimeSynchronizer (the Python implementation's algorithm)."""
 
-    def __init__(self, n, queue_size, slop_ns, callback):
+    def __init__(self, n, queue_size, slop_ns, callback, dropped):
         self.queues = [{} for _ in range(n)]
-        self.queue_size, self.slop, self.callback = queue_size, slop_ns, callback
+        self.queue_size, self.slop, self.callback, self.dropped = queue_size, slop_ns, callback, dropped
         self.lock = threading.Lock()
 
     def add(self, i, stamp, msg, received):
@@ -70,6 +72,7 @@ class ApproximateTimeSynchronizer:
             q[stamp] = msg
             while len(q) > self.queue_size:
                 del q[min(q)]
+                self.dropped("sync: queue full")
             others = [self.queues[j] for j in range(len(self.queues)) if j != i]
             candidates = [[s for s in o if abs(s - stamp) <= self.slop] for o in others]
             if not all(candidates):
@@ -150,12 +153,16 @@ class BaselineNode(Node):
         self.newest = None
         self.to_explain = None
         self.lut = colormap_lut()
+        self.counters = {}  # "received/<topic>", "dropped/<reason>" -> count, on /diagnostics as the node does
+        self.counters_lock = threading.Lock()
         self.sync = ApproximateTimeSynchronizer(len(self.cams), p["sync_queue_size"],
-                                                int(p["sync_max_interval_s"] * 1e9), self.on_set)
+                                                int(p["sync_max_interval_s"] * 1e9), self.on_set, self.dropped)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self.publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         subs = ReentrantCallbackGroup()
         for i, c in enumerate(self.cams):
             self.create_subscription(Image, f"camera/{c}/image_raw",
-                                     lambda m, i=i: self.sync.add(i, ns(m.header.stamp), m, time.time_ns()),
+                                     lambda m, i=i: self.on_image(i, m),
                                      qos_profile_sensor_data, callback_group=subs)
         self.create_subscription(JointState, "joint_states", self.on_joints, qos_profile_sensor_data,
                                  callback_group=subs)
@@ -169,6 +176,24 @@ class BaselineNode(Node):
         self.create_timer(1.0 / p["control_rate_hz"], self.on_tick, callback_group=MutuallyExclusiveCallbackGroup())
         threading.Thread(target=self.infer_loop, daemon=True).start()
         threading.Thread(target=self.explain_loop, daemon=True).start()
+
+    def dropped(self, reason):
+        self.count(f"dropped/{reason}")
+
+    def count(self, key):
+        with self.counters_lock:
+            self.counters[key] = self.counters.get(key, 0) + 1
+
+    def on_image(self, i, msg):
+        received = time.time_ns()
+        self.count(f"received/camera/{self.cams[i]}/image_raw")
+        self.sync.add(i, ns(msg.header.stamp), msg, received)
+
+    def publish_diagnostics(self):
+        with self.counters_lock:
+            values = [KeyValue(key=k, value=str(n)) for k, n in sorted(self.counters.items())]
+        name = f"{self.get_fully_qualified_name()}: baseline"
+        self.diag_pub.publish(DiagnosticArray(status=[DiagnosticStatus(name=name, values=values)]))
 
     def on_joints(self, msg):
         idx = {n: i for i, n in enumerate(msg.name)}
@@ -192,9 +217,11 @@ class BaselineNode(Node):
         stamp = max(ns(m.header.stamp) for m in msgs)
         with self.joints_lock:
             if self.tokens is None or not self.joints:
+                self.dropped("no instruction or joint state yet")
                 return
             js = min(self.joints, key=lambda j: abs(j[0] - stamp))
         if abs(js[0] - stamp) > self.p["joint_state_tolerance_s"] * 1e9:
+            self.dropped("no joint state within joint_state_tolerance_s")
             return
         imgs = []
         f = self.p["image_width"] // self.meta["image_width"]
@@ -205,6 +232,8 @@ class BaselineNode(Node):
             s = a.reshape(m.height // f, f, m.width // f, f, 3).sum(axis=(1, 3), dtype=np.uint32)
             imgs.append(((s + f * f // 2) // (f * f)).astype(np.uint8))
         with self.set_ready:
+            if self.latest_set is not None:
+                self.dropped("superseded by a newer set")
             self.latest_set = (stamp, now, np.stack(imgs)[None], js[1], msgs, received, time.time_ns())
             self.set_ready.notify()
 
