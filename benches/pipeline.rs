@@ -125,15 +125,15 @@ fn main() {
     // Explanations of one frame: the four images from the policy's own maps (render
     // only), and the occlusion grids (1 + 3 x 192 inputs).
     let attention = Settings { method: Method::PolicyAttention, ..Settings::from_config(&cfg) };
-    measure("render all four explanation images (policy_attention)", 50, || {
+    measure("render all four explanation images (policy_attention)", 200, || {
         std::hint::black_box(explain::explain(&policy, &o, &out, &attention).unwrap());
     });
     let cam = o.cameras[0].rgb().unwrap();
-    measure("  of which: one 640x480 overlay", 50, || {
+    measure("  of which: one 640x480 overlay", 200, || {
         std::hint::black_box(explain::render::overlay(&cam, &out.patch_maps[..192], 12, 16, 0.4));
     });
     let pieces = &o.tokens.pieces;
-    measure("  of which: the language heatmap", 50, || {
+    measure("  of which: the language heatmap", 200, || {
         std::hint::black_box(explain::render::language_heatmap(pieces, &out.token_weights, 0.3));
     });
     for batch in occlusion_batches {

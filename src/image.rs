@@ -115,32 +115,58 @@ pub fn decode_resize(
 
     out.clear();
     out.resize(out_w * out_h * 3, 0);
-    let offs = layout.rgb_offsets();
+    let geometry = Geometry { w, h, ch, step, offs: layout.rgb_offsets() };
+    // A span of at most 256 rows sums to at most 256 x 255 = 65280 per byte: 16-bit sums
+    // hold it and halve the work of the vertical pass.
+    if h.div_ceil(out_h) < 257 {
+        resize_into::<u16>(img.data, &geometry, out_w, out_h, out);
+    } else {
+        resize_into::<u32>(img.data, &geometry, out_w, out_h, out);
+    }
+    Ok(())
+}
+
+/// Where a checked source image's pixels are: size, channels per pixel, row step, and
+/// the byte offsets of R, G and B within a pixel.
+struct Geometry {
+    w: usize,
+    h: usize,
+    ch: usize,
+    step: usize,
+    offs: [usize; 3],
+}
+
+/// The area averaging of [`decode_resize`], with column sums of type `S`, which must hold
+/// the sum of one output row's span of source rows.
+///
+/// Two passes per output row: the source rows of its span summed byte by byte (a plain
+/// loop over the row that the compiler vectorizes), then each output pixel's columns
+/// summed from that, picking the channels. Every source byte is read once.
+fn resize_into<S>(data: &[u8], g: &Geometry, out_w: usize, out_h: usize, out: &mut [u8])
+where
+    S: Copy + Default + From<u8> + Into<u32> + std::ops::AddAssign,
+{
     // Source span of each output column and row; integer bounds keep the integer-factor
     // case exact and cover every source pixel exactly once in the general case.
     let span = |o: usize, src: usize, dst: usize| (o * src / dst, ((o + 1) * src / dst).max(o * src / dst + 1));
-    let cols: Vec<(usize, usize)> = (0..out_w).map(|x| span(x, w, out_w)).collect();
-    // Two passes per output row: the source rows of its span summed byte by byte (a
-    // plain loop over the row that the compiler vectorizes), then each output pixel's
-    // columns summed from that, picking the channels. Every source byte is read once.
-    let row_len = w * ch;
-    let mut column_sums = vec![0u32; row_len];
-    for oy in 0..out_h {
-        let (y0, y1) = span(oy, h, out_h);
-        column_sums.fill(0);
+    let cols: Vec<(usize, usize)> = (0..out_w).map(|x| span(x, g.w, out_w)).collect();
+    let row_len = g.w * g.ch;
+    let mut column_sums = vec![S::default(); row_len];
+    for (oy, dst) in out.chunks_exact_mut(out_w * 3).enumerate() {
+        let (y0, y1) = span(oy, g.h, out_h);
+        column_sums.fill(S::default());
         for y in y0..y1 {
-            let row = &img.data[y * step..y * step + row_len];
+            let row = &data[y * g.step..y * g.step + row_len];
             for (s, &b) in column_sums.iter_mut().zip(row) {
-                *s += b as u32;
+                *s += S::from(b);
             }
         }
-        let dst = &mut out[oy * out_w * 3..(oy + 1) * out_w * 3];
         for (px_out, &(x0, x1)) in dst.chunks_exact_mut(3).zip(&cols) {
             let n = ((x1 - x0) * (y1 - y0)) as u32;
             let mut acc = [0u32; 3];
-            for px in column_sums[x0 * ch..x1 * ch].chunks_exact(ch) {
+            for px in column_sums[x0 * g.ch..x1 * g.ch].chunks_exact(g.ch) {
                 for c in 0..3 {
-                    acc[c] += px[offs[c]];
+                    acc[c] += px[g.offs[c]].into();
                 }
             }
             for c in 0..3 {
@@ -148,7 +174,6 @@ pub fn decode_resize(
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -195,6 +220,15 @@ mod tests {
         // Upsampling repeats pixels.
         decode_resize(&raw(1, 1, "rgb8", 3, &[5, 6, 7]), (1, 1), 2, 2, &mut out).unwrap();
         assert_eq!(out, [5, 6, 7].repeat(4));
+    }
+
+    #[test]
+    fn tall_spans_are_summed_without_overflow() {
+        // 520 rows to 2: spans of 260 rows of 255, beyond what 16-bit sums hold.
+        let data = vec![255u8; 520];
+        let mut out = Vec::new();
+        decode_resize(&raw(1, 520, "mono8", 1, &data), (1, 520), 1, 2, &mut out).unwrap();
+        assert_eq!(out, vec![255; 6]);
     }
 
     #[test]
