@@ -13,8 +13,7 @@ command (~/timing/command) and their counters (/diagnostics), so on one clock:
 - input to command: to the first command that uses it (this includes waiting for the
   next control tick, 10 ms on average at 50 Hz);
 - control jitter: how far the intervals between commands stray from the period;
-- sets dropped: published but never inferred; the nodes' own drop counts by reason;
-  camera images published to the node but never received by it;
+- sets dropped: published but never inferred; and the nodes' own drop counts by reason;
 - the node's CPU time and peak resident memory (/proc), and the policy's bare forward
   time in this process (the floor), back to back and once every 33 ms.
 
@@ -126,7 +125,6 @@ class Bench:
             self.counters = {}  # the node's last /diagnostics values
             self.command_times = []
             self.sets = 0
-            self.images_to_subscriber = 0  # published while the node's subscription was matched
         self.publishing = False
 
     def _timing(self, msg, into):
@@ -155,16 +153,13 @@ class Bench:
 
     def publish_set(self):
         stamp = time.time_ns()
-        matched = 0
         for c, pub in self.cams.items():
             m = self.imgs[c]
             m.header.stamp.sec, m.header.stamp.nanosec = stamp // 10**9, stamp % 10**9
-            matched += pub.get_subscription_count() > 0
             pub.publish(m)
         with self.lock:
             self.published[stamp] = time.time_ns()
             self.sets += 1
-            self.images_to_subscriber += matched
 
     def publish_joints(self):
         m = JointState(name=list(sc.JOINT_NAMES), position=START)
@@ -218,7 +213,6 @@ def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
         staged = [(t, bench.stages[s]) for s, t in sets.items() if s in bench.stages]
         cmds = [t for t in bench.command_times if measuring_from <= t <= end_feed]
         counters = dict(bench.counters)
-        images_published = bench.images_to_subscriber
     gaps = np.diff(np.array(cmds)) / 1e6
     ms = lambda f: percentiles([f(t, *st) / 1e6 for t, st in staged])  # noqa: E731
     return {
@@ -238,19 +232,16 @@ def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
         "command_rate_hz": len(cmds) / ((end_feed - measuring_from) / 1e9),
         "jitter_ms": percentiles(list(np.abs(gaps - 20.0))) if len(gaps) else None,
         # The node's own count of what it dropped and why, over the whole run (warm-up
-        # included), and how many camera images it received: the rest were lost on the way.
+        # and start-up included).
         "drops_by_reason": {k: int(v) for k, v in counters.items()
                             if k.startswith(("dropped/", "rejected/")) and int(v) > 0},
-        "images_published": images_published,
-        "images_received": sum(int(v) for k, v in counters.items() if k.startswith("received/camera/")),
         "cpu_seconds": cpu,
         "peak_rss_mib": rss,
     }
 
 
 def merge(runs):
-    out = {k: sum(r[k] for r in runs)
-           for k in ("sets_published", "sets_inferred", "sets_dropped", "images_published", "images_received")}
+    out = {k: sum(r[k] for r in runs) for k in ("sets_published", "sets_inferred", "sets_dropped")}
     out["drops_by_reason"] = {}
     for r in runs:
         for reason, n in r["drops_by_reason"].items():
@@ -343,8 +334,6 @@ def main() -> int:
             a, b = r[key][q], p[key][q]
             print(f"| {label} {q} (ms) | {a:.2f} | {b:.2f} | {b / a if a else float('nan'):.1f}x |")
     print(f"| sets dropped | {r['sets_dropped']} of {r['sets_published']} | {p['sets_dropped']} of {p['sets_published']} | |")
-    print(f"| camera images lost on the way (whole runs, once subscribed) | {r['images_published'] - r['images_received']} of "
-          f"{r['images_published']} | {p['images_published'] - p['images_received']} of {p['images_published']} | |")
     print(f"| commands per second | {r['command_rate_hz']:.1f} | {p['command_rate_hz']:.1f} | |")
     print(f"| CPU time per run (s) | {r['cpu_seconds']:.1f} | {p['cpu_seconds']:.1f} | {p['cpu_seconds'] / r['cpu_seconds']:.1f}x |")
     print(f"| peak memory (MiB) | {r['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} | {p['peak_rss_mib'] / r['peak_rss_mib']:.1f}x |")
@@ -358,7 +347,8 @@ def main() -> int:
                        ("everything but the forward pass", "outside_forward")):
         a, b = r["stages_ms"][key], p["stages_ms"][key]
         print(f"| {label} | {a['p50']:.2f} / {a['p99']:.2f} | {b['p50']:.2f} / {b['p99']:.2f} |")
-    print("\nDropped by the nodes, by reason, over whole runs (warm-up included; their own counts):\n")
+    print("\nDropped by the nodes, by reason, over whole runs (start-up and warm-up included; their own "
+          "counts):\n")
     for name, res in (("Rust node", r), ("Python baseline", p)):
         reasons = res["drops_by_reason"] or {"(none)": 0}
         print(f"- {name}: " + "; ".join(f"{k} {v}" for k, v in sorted(reasons.items())))

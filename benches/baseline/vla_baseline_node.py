@@ -10,9 +10,9 @@ TorchScript policy with the same parameters file.
 - numpy conversions (frombuffer, area average by reshape), the policy on a worker
   thread, newest set wins;
 - ACT temporal ensembling on the control timer, the same safety filter;
-- the same timing topics (~/timing/chunk, ~/timing/command), received and dropped
-  counts on /diagnostics, and an overlay per camera from the policy's own attention maps
-  at explain_rate_hz.
+- the same timing topics (~/timing/chunk, ~/timing/command), drop counts by reason on
+  /diagnostics, and an overlay per camera from the policy's own attention maps at
+  explain_rate_hz.
 
     python benches/baseline/vla_baseline_node.py --ros-args --params-file config/controller.yaml
 """
@@ -153,8 +153,8 @@ class BaselineNode(Node):
         self.newest = None
         self.to_explain = None
         self.lut = colormap_lut()
-        self.counters = {}  # "received/<topic>", "dropped/<reason>" -> count, on /diagnostics as the node does
-        self.counters_lock = threading.Lock()
+        self.drops = {}  # reason -> count, published on /diagnostics as the node does
+        self.drops_lock = threading.Lock()
         self.sync = ApproximateTimeSynchronizer(len(self.cams), p["sync_queue_size"],
                                                 int(p["sync_max_interval_s"] * 1e9), self.on_set, self.dropped)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -162,7 +162,7 @@ class BaselineNode(Node):
         subs = ReentrantCallbackGroup()
         for i, c in enumerate(self.cams):
             self.create_subscription(Image, f"camera/{c}/image_raw",
-                                     lambda m, i=i: self.on_image(i, m),
+                                     lambda m, i=i: self.sync.add(i, ns(m.header.stamp), m, time.time_ns()),
                                      qos_profile_sensor_data, callback_group=subs)
         self.create_subscription(JointState, "joint_states", self.on_joints, qos_profile_sensor_data,
                                  callback_group=subs)
@@ -178,20 +178,12 @@ class BaselineNode(Node):
         threading.Thread(target=self.explain_loop, daemon=True).start()
 
     def dropped(self, reason):
-        self.count(f"dropped/{reason}")
-
-    def count(self, key):
-        with self.counters_lock:
-            self.counters[key] = self.counters.get(key, 0) + 1
-
-    def on_image(self, i, msg):
-        received = time.time_ns()
-        self.count(f"received/camera/{self.cams[i]}/image_raw")
-        self.sync.add(i, ns(msg.header.stamp), msg, received)
+        with self.drops_lock:
+            self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def publish_diagnostics(self):
-        with self.counters_lock:
-            values = [KeyValue(key=k, value=str(n)) for k, n in sorted(self.counters.items())]
+        with self.drops_lock:
+            values = [KeyValue(key=f"dropped/{r}", value=str(n)) for r, n in sorted(self.drops.items())]
         name = f"{self.get_fully_qualified_name()}: baseline"
         self.diag_pub.publish(DiagnosticArray(status=[DiagnosticStatus(name=name, values=values)]))
 
