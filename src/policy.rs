@@ -132,14 +132,15 @@ fn tch_device(device: Device) -> Result<tch::Device> {
     match device {
         Device::Cpu => Ok(tch::Device::Cpu),
         Device::Cuda(i) => {
-            load_cuda_backend();
+            let backend = load_cuda_backend();
             let n = tch::Cuda::device_count();
             if (i as i64) < n {
                 Ok(tch::Device::Cuda(i))
             } else {
+                let why = backend.err().map_or(String::new(), |e| format!(" ({e})"));
                 Err(Error::Device {
                     requested: device.to_string(),
-                    reason: format!("libtorch sees {n} CUDA device(s)"),
+                    reason: format!("libtorch sees {n} CUDA device(s){why}"),
                 })
             }
         }
@@ -149,14 +150,19 @@ fn tch_device(device: Device) -> Result<tch::Device> {
 /// The linker drops libtorch_cuda.so from the binary as unneeded (nothing refers to it
 /// by symbol), and without it libtorch sees no GPU. Loading it on demand keeps CPU-only
 /// machines free of the CUDA libraries.
-fn load_cuda_backend() {
-    for name in [c"libtorch_cuda.so"] {
-        // SAFETY: dlopen with a valid C string; the handle is deliberately kept open.
-        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-        if handle.is_null() {
-            tracing::debug!("dlopen libtorch_cuda.so failed; CUDA will not be available");
-        }
+/// On failure, the loader's reason (a missing library, say), for the error message.
+fn load_cuda_backend() -> std::result::Result<(), String> {
+    // SAFETY: dlopen with a valid C string; the handle is deliberately kept open.
+    let handle = unsafe { libc::dlopen(c"libtorch_cuda.so".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if !handle.is_null() {
+        return Ok(());
     }
+    // SAFETY: dlerror returns null or a valid C string describing the last failure.
+    let reason = unsafe {
+        let e = libc::dlerror();
+        if e.is_null() { "dlopen failed".to_owned() } else { std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned() }
+    };
+    Err(format!("loading libtorch_cuda.so: {reason}"))
 }
 
 impl Policy {

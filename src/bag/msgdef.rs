@@ -31,7 +31,7 @@ fn msg_file(package: &str, name: &str) -> Result<PathBuf> {
 fn split(type_name: &str) -> Option<(&str, &str)> {
     let mut parts = type_name.split('/');
     let pkg = parts.next()?;
-    let name = parts.last()?;
+    let name = parts.next_back()?;
     (!pkg.is_empty() && !name.is_empty() && pkg != name).then_some((pkg, name))
 }
 

@@ -123,6 +123,8 @@ pub fn overlay<C: Deref<Target = [u8]>>(
         for (s, v) in steps.iter_mut().zip(&values) {
             // Round to the nearest step without a float-to-integer conversion (which does
             // not vectorize): adding 2^23 leaves the integer in the low mantissa bits.
+            // max/min rather than clamp: they also turn a NaN into 0.
+            #[allow(clippy::manual_clamp)]
             let x = v.max(0.0).min(1.0) * (STEPS - 1) as f32 + 8_388_608.0;
             *s = (x.to_bits() & 0x7ff) as u16;
         }
