@@ -29,11 +29,14 @@ for line in sys.stdin:
 run)
   torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
   export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  python3 -c 'import torch; print("torch", torch.__version__, "|", torch.cuda.get_device_name(0))'
+  python3 -c 'import torch; print("torch", torch.__version__, "|",
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device")'
+  status=0
   for device in cuda cpu; do
     echo "== $device"
-    VLA_BENCH_DEVICE=$device VLA_BENCH_OCCLUSION_BATCHES=16,64,577 target/gpu/pipeline
+    VLA_BENCH_DEVICE=$device VLA_BENCH_OCCLUSION_BATCHES=16,64,577 target/gpu/pipeline || status=1
   done
+  exit $status
   ;;
 *)
   sed -n '2,11p' "$0"
