@@ -300,8 +300,8 @@ fn setup() -> anyhow::Result<Setup> {
 pub fn run() -> anyhow::Result<()> {
     let Setup { mut node, cfg, policy, use_sim_time } = setup()?;
     // Real-time priorities, highest first: the control loop (on the runtime's threads),
-    // receiving (with the middleware's reception threads), inference. The explanation thread keeps normal priority, so that it
-    // can never delay a command.
+    // receiving (with the middleware's reception threads), inference. The explanation
+    // thread keeps normal priority, so that it can never delay a command.
     let priority = cfg.thread_priority;
     let below = |n: u32| if priority == 0 { 0 } else { priority.saturating_sub(n).max(1) };
     let (receive_priority, inference_priority) = (below(1), below(2));
