@@ -45,9 +45,7 @@ fn main() {
     let policy = Policy::load(Path::new(&cfg.policy_path), cfg.device).expect("demo policy");
     policy.check(&cfg).expect("demo policy matches the default config");
     let meta = policy.meta().clone();
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32); // as the node does
-    }
+    vla_controller::policy::set_torch_threads(cfg.torch_threads); // as the node does
     println!("device: {}, torch threads: {}", cfg.device, tch::get_num_threads());
 
     let (w, h) = (cfg.image_width, cfg.image_height);

@@ -31,7 +31,7 @@ use r2r::{
 use crate::config::{CommandType, Config, ParamValue, Params, PARAMETERS};
 use crate::core::{camera_topic, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
 use crate::explain::{self, Explanation, Settings};
-use crate::policy::{Policy, PolicyOutput};
+use crate::policy::{self, Policy, PolicyOutput};
 use crate::stats::{SharedStats, Stats};
 
 use crate::ros_msgs::{self, COMMAND_TOPIC, NODE_NAME};
@@ -105,22 +105,29 @@ struct Queued {
     queued: i64,
 }
 
+/// Puts a thread of this process (0: the calling one) under SCHED_FIFO with `priority`.
+fn set_fifo(tid: libc::pid_t, priority: u32) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: priority as i32 };
+    // SAFETY: a system call on a thread of this process with a valid parameter.
+    match unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 /// Gives the calling thread real-time (SCHED_FIFO) priority, unless `priority` is 0.
 /// Without permission the node says so once and the thread stays as it is.
 fn set_thread_priority(priority: u32, thread: &str) {
     if priority == 0 {
         return;
     }
-    let param = libc::sched_param { sched_priority: priority as i32 };
-    // SAFETY: a system call on the calling thread with a valid parameter.
-    let err = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
-    if err != 0 {
+    if let Err(error) = set_fifo(0, priority) {
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
             tracing::warn!(
                 priority,
                 thread,
-                error = %std::io::Error::from_raw_os_error(err),
+                %error,
                 "thread_priority not applied, running at normal priority (grant rtprio in \
                  /etc/security/limits.conf or CAP_SYS_NICE, or set thread_priority to 0)"
             )
@@ -143,9 +150,7 @@ fn set_reception_thread_priority(priority: u32) -> usize {
             continue;
         }
         let Ok(tid) = task.file_name().to_string_lossy().parse::<libc::pid_t>() else { continue };
-        let param = libc::sched_param { sched_priority: priority as i32 };
-        // SAFETY: a system call on a thread of this process with a valid parameter.
-        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) } == 0 {
+        if set_fifo(tid, priority).is_ok() {
             set += 1;
         }
     }
@@ -279,9 +284,7 @@ fn setup() -> anyhow::Result<Setup> {
         }
     }
     let use_sim_time = params.get("use_sim_time") == Some(&ParamValue::Bool(true));
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
+    policy::set_torch_threads(cfg.torch_threads);
     let policy = Policy::load(&cfg.policy_path, cfg.device)?;
     policy.check(&cfg)?;
     let m = policy.meta();

@@ -124,6 +124,14 @@ pub struct Policy {
     urgent: std::sync::atomic::AtomicUsize,
 }
 
+/// Sets libtorch's intra-op thread count for the process (the `torch_threads`
+/// parameter); 0 keeps libtorch's default. Call it before the first inference.
+pub fn set_torch_threads(n: usize) {
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+}
+
 fn load_error(path: &Path, reason: impl Into<String>) -> Error {
     Error::PolicyLoad { path: path.to_owned(), reason: reason.into() }
 }

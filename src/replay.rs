@@ -26,7 +26,7 @@ use crate::bag::{BagMessage, BagReader, BagWriter};
 use crate::config::{self, CommandType, Config, Params};
 use crate::core::{camera_topic, Core, ImageDecoder, Observation, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC};
 use crate::explain::{self, Settings};
-use crate::policy::{Policy, PolicyOutput};
+use crate::policy::{self, Policy, PolicyOutput};
 use crate::ros_msgs::{self, NODE_NAME};
 use crate::stats::{SharedStats, Stats};
 
@@ -402,9 +402,7 @@ fn load_config(args: &ReplayArgs) -> anyhow::Result<Config> {
 /// within tolerance of `--compare`).
 pub fn run(args: ReplayArgs) -> anyhow::Result<bool> {
     let cfg = load_config(&args)?;
-    if cfg.torch_threads > 0 {
-        tch::set_num_threads(cfg.torch_threads as i32);
-    }
+    policy::set_torch_threads(cfg.torch_threads);
     let policy = Policy::load(&cfg.policy_path, cfg.device)?;
     policy.check(&cfg)?;
 
