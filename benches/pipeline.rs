@@ -59,7 +59,7 @@ fn main() {
             height: h,
             encoding: "rgb8".into(),
             step: w * 3,
-            data: data.clone(),
+            data: data.clone().into(),
         })
     };
     let decoder = ImageDecoder::new(&cfg, &meta);

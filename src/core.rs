@@ -51,8 +51,8 @@ impl ImageDecoder {
     }
 }
 
-/// A camera image as it arrived (the message's pixel buffer, moved, not copied), kept
-/// with the observation so that explanations can draw on it at full size.
+/// A camera image as it arrived, kept with the observation so that explanations can
+/// draw on it at full size.
 #[derive(Debug, Clone)]
 pub struct CameraImage {
     pub stamp: i64,
@@ -61,7 +61,39 @@ pub struct CameraImage {
     pub height: u32,
     pub encoding: String,
     pub step: u32,
-    pub data: Vec<u8>,
+    pub data: Pixels,
+}
+
+/// The bytes of an image: a vector, or the buffer a middleware received them in, kept
+/// as it is (the node keeps the taken message, so a 0.9 MB image is not copied once
+/// more on its way to the decoder).
+#[derive(Clone)]
+pub struct Pixels(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Pixels {
+    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
+        Pixels(Arc::new(bytes))
+    }
+}
+
+impl From<Vec<u8>> for Pixels {
+    fn from(bytes: Vec<u8>) -> Self {
+        Pixels::new(bytes)
+    }
+}
+
+impl std::ops::Deref for Pixels {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pixels({} bytes)", self.len())
+    }
 }
 
 impl CameraImage {
@@ -582,7 +614,7 @@ mod tests {
                 height: 4,
                 encoding: encoding.into(),
                 step: 12,
-                data: vec![cam as u8 * 50; 4 * 4 * 3],
+                data: vec![cam as u8 * 50; 4 * 4 * 3].into(),
             });
             let d = self.decoder.decode(&img.raw());
             self.core.on_image(cam, img, t, d)

@@ -68,7 +68,7 @@ fn load_png(path: &Path) -> anyhow::Result<Arc<CameraImage>> {
         height,
         encoding: "rgb8".into(),
         step: width * 3,
-        data: img.into_raw(),
+        data: img.into_raw().into(),
     }))
 }
 

@@ -357,12 +357,12 @@ pub fn run() -> anyhow::Result<()> {
     let mut receivers: Vec<Box<dyn FnMut() + Send>> = Vec::new();
     // Cameras: best effort (sensor data), which also accepts reliable publishers.
     for (i, name) in cfg.camera_names.iter().enumerate() {
-        let mut sub = node.subscribe::<Image>(&camera_topic(name), QosProfile::sensor_data())?;
+        let mut sub = SpinThreadOnly(node.subscribe_native::<Image>(&camera_topic(name), QosProfile::sensor_data())?);
         let (core, slot, clock, stats) = (core.clone(), slot.clone(), clock.clone(), stats.clone());
         receivers.push(Box::new(move || {
-            while let Some(Some(msg)) = sub.next().now_or_never() {
+            while let Some(msg) = sub.try_next() {
                 let (now, received) = (clock.now(), wall_ns());
-                let image = Arc::new(ros_msgs::camera_image(msg));
+                let image = Arc::new(ros_msgs::camera_image_native(msg));
                 let decoded = decoder.decode(&image.raw());
                 let observations = lock(&core).on_image(i, image, now, decoded);
                 for obs in observations {
@@ -613,6 +613,21 @@ pub fn run() -> anyhow::Result<()> {
     let _ = inference.join();
     let _ = explainer.join();
     Ok(())
+}
+
+/// A stream of r2r's native messages, which are not `Send`: it is moved to the thread
+/// that spins the node before the first spin, and only that thread takes messages
+/// (during the spin) and receives them from the stream.
+struct SpinThreadOnly<S>(S);
+
+// SAFETY: nothing is in the stream's channel before the first spin, and from then on
+// one thread alone puts messages in and takes them out.
+unsafe impl<S> Send for SpinThreadOnly<S> {}
+
+impl<S: futures::Stream + Unpin> SpinThreadOnly<S> {
+    fn try_next(&mut self) -> Option<S::Item> {
+        self.0.next().now_or_never().flatten()
+    }
 }
 
 enum CommandPublisher {

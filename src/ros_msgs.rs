@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use r2r::{
+    NativeMsg, WrappedTypesupport,
     builtin_interfaces::msg::{Duration as RosDuration, Time},
     diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
     sensor_msgs::msg::{Image, JointState},
@@ -12,7 +13,7 @@ use r2r::{
     vla_controller_msgs::msg::{ActivationGrid, InferenceTiming, TokenAttention},
 };
 
-use crate::core::{CameraImage, ControlState, Observation};
+use crate::core::{CameraImage, ControlState, Observation, Pixels};
 use crate::explain::Explanation;
 use crate::stats::Stats;
 
@@ -67,7 +68,57 @@ pub fn camera_image(msg: Image) -> CameraImage {
         height: msg.height,
         encoding: msg.encoding,
         step: msg.step,
-        data: msg.data,
+        data: msg.data.into(),
+    }
+}
+
+/// The image of a message as the middleware handed it over (r2r's `subscribe_native`):
+/// the pixels stay in the taken message, where r2r's typed subscriptions would copy
+/// them into a new vector.
+pub fn camera_image_native(msg: NativeMsg<Image>) -> CameraImage {
+    let h = &msg.header;
+    let mut image = CameraImage {
+        stamp: h.stamp.sec as i64 * 1_000_000_000 + h.stamp.nanosec as i64,
+        frame_id: h.frame_id.to_str().to_owned(),
+        width: msg.width,
+        height: msg.height,
+        encoding: msg.encoding.to_str().to_owned(),
+        step: msg.step,
+        data: Vec::new().into(),
+    };
+    image.data = if msg.is_loaned {
+        // A loan must go back to its subscription, on the thread that took it.
+        native_pixels(&msg).to_vec().into()
+    } else {
+        Pixels::new(NativeImage(msg))
+    };
+    image
+}
+
+type NativeImageStruct = <Image as WrappedTypesupport>::CStruct;
+
+fn native_pixels(msg: &NativeImageStruct) -> &[u8] {
+    let seq = &msg.data;
+    if seq.size == 0 || seq.data.is_null() {
+        return &[];
+    }
+    // SAFETY: a rosidl sequence holds `size` initialized elements at `data`, alive as
+    // long as its message.
+    unsafe { std::slice::from_raw_parts(seq.data, seq.size) }
+}
+
+/// A taken sensor_msgs/Image that is not loaned, readable as its pixel bytes.
+struct NativeImage(NativeMsg<Image>);
+
+// SAFETY: a message that is not loaned is a heap allocation that this wrapper alone owns
+// (r2r frees it with the message type's destroy function, which needs no particular
+// thread), and after the take it is only read.
+unsafe impl Send for NativeImage {}
+unsafe impl Sync for NativeImage {}
+
+impl AsRef<[u8]> for NativeImage {
+    fn as_ref(&self) -> &[u8] {
+        native_pixels(&self.0)
     }
 }
 
@@ -184,5 +235,31 @@ pub fn explanation_msgs(obs: &Observation, e: Explanation, threshold: f32, camer
         language: image_msg(set_header, e.language),
         grids,
         overlays,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_native_image_reads_as_the_message_it_was_made_from() {
+        let msg = Image {
+            header: header(1_700_000_000_123_456_789, "cam_main"),
+            height: 2,
+            width: 3,
+            encoding: "bgr8".into(),
+            is_bigendian: 0,
+            step: 9,
+            data: (0..18).collect(),
+        };
+        let image = camera_image_native(NativeMsg::from(&msg));
+        let moved = camera_image(msg);
+        assert_eq!(image.stamp, 1_700_000_000_123_456_789);
+        assert_eq!(format!("{image:?}"), format!("{moved:?}"));
+        assert_eq!(&image.data[..], &moved.data[..]);
+
+        let empty = Image { encoding: "rgb8".into(), ..Default::default() };
+        assert!(camera_image_native(NativeMsg::from(&empty)).data.is_empty());
     }
 }

@@ -138,7 +138,7 @@ proptest! {
             let t = k as i64 * 10_000_000;
             let image = |cam: u8| {
                 let img = Arc::new(CameraImage { stamp: t + cam as i64, frame_id: String::new(), width: 2, height: 2,
-                    encoding: "mono8".into(), step: 2, data: vec![cam; 4] });
+                    encoding: "mono8".into(), step: 2, data: vec![cam; 4].into() });
                 let d = decoder.decode(&img.raw());
                 (img, d)
             };
