@@ -314,13 +314,16 @@ def main() -> int:
         rclpy.try_shutdown()
         return 0
     r, p = summary["rust"], summary["python"]
-    # The measure: end to end (on the node's own stamps) against the bare forward
-    # pass, both at p99; and per set, the time the node spends outside its forward pass.
-    overhead = r["stages_ms"]["input_to_chunk_in_node"]["p99"] - floor["p99"]
+    # The node's overhead, three ways: end to end (on the node's own stamps) against the
+    # bare forward pass at p99, run back to back and run as the node runs it, once per
+    # camera set; and per set, the time the node spends outside its forward pass.
+    chunk_p99 = r["stages_ms"]["input_to_chunk_in_node"]["p99"]
+    overhead, overhead_paced = chunk_p99 - floor["p99"], chunk_p99 - paced["p99"]
     outside = r["stages_ms"]["outside_forward"]["p99"]
     ratio = p["input_to_command_ms"]["p99"] / r["input_to_command_ms"]["p99"]
     summary["targets"] = {
         "overhead_above_forward_p99_ms": overhead, "overhead_under_1ms": overhead < 1.0,
+        "overhead_above_paced_forward_p99_ms": overhead_paced, "overhead_paced_under_1ms": overhead_paced < 1.0,
         "outside_forward_p99_ms": outside, "outside_forward_under_1ms": outside < 1.0,
         "e2e_p99_ratio_python_over_rust": ratio, "e2e_p99_3x_lower": ratio >= 3.0,
         "zero_drops": r["sets_dropped"] == 0,
@@ -354,8 +357,10 @@ def main() -> int:
         print(f"- {name}: " + "; ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     t = summary["targets"]
     print(f"\nforward pass alone: back to back p99 {floor['p99']:.2f} ms, at 30 Hz p99 {paced['p99']:.2f} ms")
-    print(f"overhead above the bare forward pass at p99 (chunk ready p99 - forward p99): {overhead:.2f} ms "
+    print(f"overhead at p99, chunk ready p99 - forward p99 back to back: {overhead:.2f} ms "
           f"({'met' if t['overhead_under_1ms'] else 'not met'}: < 1 ms)")
+    print(f"overhead at p99, chunk ready p99 - forward p99 at 30 Hz: {overhead_paced:.2f} ms "
+          f"({'met' if t['overhead_paced_under_1ms'] else 'not met'}: < 1 ms)")
     print(f"time outside the forward pass, per set, p99: {outside:.2f} ms "
           f"({'met' if t['outside_forward_under_1ms'] else 'not met'}: < 1 ms)")
     print(f"end-to-end p99, Python / Rust: {ratio:.1f}x ({'met' if t['e2e_p99_3x_lower'] else 'not met'}: >= 3x)")
