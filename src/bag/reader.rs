@@ -38,7 +38,8 @@ impl<R: Read> Read for Counting<R> {
 }
 
 enum Source {
-    Mcap(mcap::io::MessageReader<BufReader<Counting<File>>>),
+    // Boxed: the reader is ten times the size of the other variant.
+    Mcap(Box<mcap::io::MessageReader<BufReader<Counting<File>>>>),
     Sqlite { conn: rusqlite::Connection, after: Option<(i64, i64)>, page: std::vec::IntoIter<(i64, i64, BagMessage)>, total: u64, done: u64 },
 }
 
@@ -148,7 +149,7 @@ impl BagReader {
             _ => {
                 let file = File::open(path).map_err(|e| Error::bag(path, e))?;
                 let counting = Counting { inner: file, read: self.bytes_read.clone() };
-                Ok(Source::Mcap(mcap::io::MessageReader::new(BufReader::with_capacity(1 << 20, counting))))
+                Ok(Source::Mcap(Box::new(mcap::io::MessageReader::new(BufReader::with_capacity(1 << 20, counting)))))
             }
         }
     }
