@@ -2,8 +2,8 @@
 # The stage benchmark (benches/pipeline.rs) on a GPU, for a machine that has an NVIDIA
 # GPU and PyTorch 2.11 with CUDA but neither ROS 2 nor a Rust toolchain.
 #
-#   benches/gpu.sh pack   here: builds the benchmark and puts it, stripped, with what it
-#                         needs into target/gpu (about 20 MB: it links libtorch only)
+#   benches/gpu.sh pack   here: builds the benchmark and puts it, stripped, into
+#                         target/gpu (about 2.5 MB: it links libtorch only)
 #   benches/gpu.sh run    there, from the repository's root with target/gpu copied over:
 #                         forward pass and occlusion on cuda, then on cpu for comparison
 #
