@@ -104,7 +104,9 @@ class SimArm:
         self.q = np.array(q0, dtype=float)
         self.names = list(reversed(sc.JOINT_NAMES)) + [self.EXTRA]
         self.pub = node.create_publisher(JointState, f"{prefix}joint_states", RELIABLE)
-        self.sub = node.create_subscription(Float64MultiArray, f"{prefix}{command_topic}", self._on_command, RELIABLE)
+        # An absolute command topic (a remapped controller's) is taken as it is.
+        command_topic = command_topic if command_topic.startswith("/") else f"{prefix}{command_topic}"
+        self.sub = node.create_subscription(Float64MultiArray, command_topic, self._on_command, RELIABLE)
         self.timer = node.create_timer(1.0 / rate_hz, self._tick)
         self.lock = threading.Lock()
 
