@@ -3,9 +3,10 @@
 `launch` and `launch_ros` are not on PyPI, so this test stands in for the part of them
 that the file uses: it records the declared arguments and the Node action, resolves
 the launch arguments as `name:=value` on the command line would, and turns the action
-into the command line launch_ros gives a node (`--ros-args`, `__node` and `__ns`
-remaps, the parameters file, a generated file for the inline parameters with values
-read as YAML, then the remappings). The node started from that command line must then
+into the command line launch_ros (Jazzy, Kilted) gives a node: `--ros-args`, the
+`__node` and `__ns` remaps, the parameters file, a generated file holding the inline
+parameters under the node's full name with their values read as YAML, then the
+remappings. The node started from that command line must then
 work on a real graph: under the namespace, commanding on the remapped topic, with the
 inline parameters applied."""
 
@@ -78,16 +79,16 @@ def node_command(ld: LaunchDescription, launch_args: dict[str, str], tmp: Path) 
 
     (node,) = [e for e in ld.entities if isinstance(e, Node)]
     kw = {k: resolve(v) for k, v in node.kwargs.items() if k not in ("parameters", "remappings")}
-    cmd = [kw["executable"], "--ros-args", "-r", f"__node:={kw['name']}"]
-    if kw.get("namespace"):
-        ns = kw["namespace"]
-        cmd += ["-r", f"__ns:={ns if ns.startswith('/') else '/' + ns}"]
+    ns = "/" + kw.get("namespace", "").strip("/")
+    full_name = ns.rstrip("/") + "/" + kw["name"]
+    cmd = [kw["executable"], "--ros-args", "-r", f"__node:={kw['name']}", "-r", f"__ns:={ns}"]
     for i, p in enumerate(node.kwargs["parameters"]):
         if isinstance(p, dict):
-            # launch_ros reads each substituted value as YAML, so "false" is a bool.
+            # launch_ros reads each substituted value as YAML (so "false" is a bool) and
+            # writes them to a file under the node's full name.
             params = {k: yaml.safe_load(resolve(v)) for k, v in p.items()}
             path = tmp / f"inline_{i}.yaml"
-            path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+            path.write_text(yaml.safe_dump({full_name: {"ros__parameters": params}}))
         else:
             path = Path(resolve(p))
             assert path.exists(), f"parameters file {path} is missing"
