@@ -77,22 +77,17 @@ pub fn camera_image(msg: Image) -> CameraImage {
 /// them into a new vector.
 pub fn camera_image_native(msg: NativeMsg<Image>) -> CameraImage {
     let h = &msg.header;
-    let mut image = CameraImage {
-        stamp: h.stamp.sec as i64 * 1_000_000_000 + h.stamp.nanosec as i64,
-        frame_id: h.frame_id.to_str().to_owned(),
-        width: msg.width,
-        height: msg.height,
-        encoding: msg.encoding.to_str().to_owned(),
-        step: msg.step,
-        data: Vec::new().into(),
-    };
-    image.data = if msg.is_loaned {
-        // A loan must go back to its subscription, on the thread that took it.
+    let stamp = h.stamp.sec as i64 * 1_000_000_000 + h.stamp.nanosec as i64;
+    let (frame_id, encoding) = (h.frame_id.to_str().to_owned(), msg.encoding.to_str().to_owned());
+    let (width, height, step) = (msg.width, msg.height, msg.step);
+    let data = if msg.is_loaned {
+        // A loaned message goes back to its subscription when dropped, which must happen
+        // on this thread: copy its pixels instead.
         native_pixels(&msg).to_vec().into()
     } else {
         Pixels::new(NativeImage(msg))
     };
-    image
+    CameraImage { stamp, frame_id, width, height, encoding, step, data }
 }
 
 type NativeImageStruct = <Image as WrappedTypesupport>::CStruct;
