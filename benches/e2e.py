@@ -328,7 +328,6 @@ def main() -> int:
         "e2e_p99_ratio_python_over_rust": ratio, "e2e_p99_3x_lower": ratio >= 3.0,
         "zero_drops": r["sets_dropped"] == 0,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=2))
     print("\n| | Rust node | Python baseline | ratio |\n|---|---|---|---|")
     for label, key in (("input to chunk", "input_to_chunk_ms"), ("input to command", "input_to_command_ms"),

@@ -377,7 +377,7 @@ pub fn run() -> anyhow::Result<()> {
         let mut sub = node.subscribe::<JointState>(JOINT_STATES_TOPIC, QosProfile::sensor_data().keep_last(20))?;
         let (core, clock) = (core.clone(), clock.clone());
         receivers.push(Box::new(move || {
-            while let Some(Some(msg)) = sub.next().now_or_never() {
+            while let Some(msg) = try_next(&mut sub) {
                 let now = clock.now();
                 lock(&core).on_joint_state(ros_msgs::stamp_ns(&msg.header.stamp), now, &msg.name, &msg.position);
             }
@@ -626,8 +626,13 @@ unsafe impl<S> Send for SpinThreadOnly<S> {}
 
 impl<S: futures::Stream + Unpin> SpinThreadOnly<S> {
     fn try_next(&mut self) -> Option<S::Item> {
-        self.0.next().now_or_never().flatten()
+        try_next(&mut self.0)
     }
+}
+
+/// The next message a subscription's stream already holds, without waiting.
+fn try_next<S: futures::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    stream.next().now_or_never().flatten()
 }
 
 enum CommandPublisher {

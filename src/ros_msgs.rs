@@ -36,7 +36,12 @@ pub fn overlay_topic(camera: &str) -> String {
 }
 
 pub fn stamp_ns(t: &Time) -> i64 {
-    t.sec as i64 * 1_000_000_000 + t.nanosec as i64
+    ns(t.sec, t.nanosec)
+}
+
+/// A builtin_interfaces/Time's fields as nanoseconds.
+fn ns(sec: i32, nanosec: u32) -> i64 {
+    sec as i64 * 1_000_000_000 + nanosec as i64
 }
 
 pub fn ns_to_time(ns: i64) -> Time {
@@ -77,7 +82,7 @@ pub fn camera_image(msg: Image) -> CameraImage {
 /// them into a new vector.
 pub fn camera_image_native(msg: NativeMsg<Image>) -> CameraImage {
     let h = &msg.header;
-    let stamp = h.stamp.sec as i64 * 1_000_000_000 + h.stamp.nanosec as i64;
+    let stamp = ns(h.stamp.sec, h.stamp.nanosec);
     let (frame_id, encoding) = (h.frame_id.to_str().to_owned(), msg.encoding.to_str().to_owned());
     let (width, height, step) = (msg.width, msg.height, msg.step);
     let data = if msg.is_loaned {

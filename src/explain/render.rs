@@ -70,16 +70,6 @@ impl Bilinear {
     }
 }
 
-/// The grid upsampled to `w x h` (see [`Bilinear`]), row-major.
-pub fn upsample_bilinear(grid: &[f32], rows: usize, cols: usize, w: usize, h: usize) -> Vec<f32> {
-    let b = Bilinear::new(grid, rows, cols, w, h);
-    let mut out = vec![0.0; w * h];
-    for (y, row) in out.chunks_exact_mut(w).enumerate() {
-        b.row(y, row);
-    }
-    out
-}
-
 /// Scales non-negative values so the largest is 1 (all zeros stay zeros).
 pub fn normalize_max(values: &[f32]) -> Vec<f32> {
     let max = values.iter().copied().filter(|v| v.is_finite()).fold(0.0f32, f32::max);
@@ -196,6 +186,17 @@ pub fn language_heatmap(tokens: &[String], weights: &[f32], threshold: f32) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole grid upsampled to `w x h`, row-major: the reference the overlay's rows
+    /// are checked against.
+    fn upsample_bilinear(grid: &[f32], rows: usize, cols: usize, w: usize, h: usize) -> Vec<f32> {
+        let b = Bilinear::new(grid, rows, cols, w, h);
+        let mut out = vec![0.0; w * h];
+        for (y, row) in out.chunks_exact_mut(w).enumerate() {
+            b.row(y, row);
+        }
+        out
+    }
 
     #[test]
     fn colormap_ends_and_middle() {
