@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-unit test-ros demo bench bench-e2e clean
+.PHONY: setup build test test-core test-unit test-ros demo bench bench-e2e clean
 
 setup:
 	scripts/setup.sh
@@ -14,9 +14,13 @@ build: setup
 	scripts/build_msgs.sh
 	$(ENV) cargo build --release
 
-test: build
+test: build test-core
 	$(ENV) cargo test --release
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
+
+# The core's tests need neither the ROS prefix nor libtorch (no environment sourced).
+test-core:
+	cargo test --release --no-default-features --lib
 
 test-unit: setup
 	scripts/build_msgs.sh

@@ -1,16 +1,16 @@
 //! `make bench`: time of each stage of the pipeline on this machine, with the demo policy.
 //! Prints median and 99th percentile over many runs; see BENCHMARKS.md.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use vla_controller::config::{Config, Device};
-use vla_controller::core::{CameraImage, Core, ImageDecoder};
+use vla_controller::core::config::{Config, Device};
+use vla_controller::core::inputs::image::RawImage;
+use vla_controller::core::inputs::{CameraImage, ImageDecoder};
+use vla_controller::core::pipeline::Pipeline;
+use vla_controller::driver::Driver;
 use vla_controller::explain::{self, Method, Settings};
-use vla_controller::image::RawImage;
-use vla_controller::policy::Policy;
-use vla_controller::stats::Stats;
+use vla_controller::policy::{self, CheckAgainst, PolicyRunner};
 
 fn measure(name: &str, runs: usize, mut f: impl FnMut()) {
     for _ in 0..runs.div_ceil(10) {
@@ -42,10 +42,9 @@ fn main() {
     let occlusion_batches: Vec<usize> = std::env::var("VLA_BENCH_OCCLUSION_BATCHES").map_or(vec![cfg.occlusion_batch], |v| {
         v.split(',').map(|b| b.trim().parse().expect("batch sizes, comma-separated")).collect()
     });
-    let policy = Policy::load(Path::new(&cfg.policy_path), cfg.device).expect("demo policy");
-    policy.check(&cfg).expect("demo policy matches the default config");
+    // Loaded and checked as the node does (torch_threads included).
+    let policy = Arc::new(policy::load(&cfg, CheckAgainst::Config).expect("the demo policy matches the default config"));
     let meta = policy.meta().clone();
-    vla_controller::policy::set_torch_threads(cfg.torch_threads); // as the node does
     println!("device: {}, torch threads: {}", cfg.device, tch::get_num_threads());
 
     let (w, h) = (cfg.image_width, cfg.image_height);
@@ -67,9 +66,10 @@ fn main() {
         std::hint::black_box(decoder.decode(&raw).unwrap());
     });
 
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    let mut core = Core::new(&cfg, &meta, stats);
-    core.on_instruction("pick up the red block");
+    // The pipeline through the driver, as the node runs it (counters included).
+    let driver = Driver::new(&cfg, policy.clone(), "/vla_controller");
+    let core = Mutex::new(Pipeline::new(&cfg, &meta));
+    driver.instruction(&core, "pick up the red block");
     let names = cfg.joint_names.clone();
     let q = vec![0.0, 1.2, -1.8, -0.9, 0.0, 0.04];
     let ms = 1_000_000i64;
@@ -77,9 +77,9 @@ fn main() {
     let mut obs = Vec::new();
     for k in 0..10i64 {
         let t = k * 33 * ms;
-        core.on_joint_state(t, t, &names, &q);
+        driver.joint_state(&core, t, t, &names, &q);
         for cam in 0..3 {
-            obs.extend(core.on_image(cam, frame(t + cam as i64 * ms), t, decoder.decode(&raw)));
+            obs.extend(driver.image(&core, cam, frame(t + cam as i64 * ms), t));
         }
     }
     let o = obs.last().expect("observations").clone();
@@ -100,22 +100,25 @@ fn main() {
     report("policy forward pass (batch 1), once every 33 ms", paced);
     let period = cfg.control_period_ns();
     let mut k = 0u64;
+    let mut outputs = Vec::new();
+    let mut events = vla_controller::core::pipeline::Events::new();
     measure("joint state + control tick (ensemble, safety filter)", 20_000, || {
         // Every tick a joint state, every other tick a new chunk (inference at ~25 Hz).
-        core.on_joint_state(now, now, &names, &q);
+        driver.joint_state(&core, now, now, &names, &q);
         if k % 2 == 0 {
-            core.on_chunk(o.stamp, now, o.instruction_seq, &out.actions);
+            core.lock().unwrap().on_chunk(o.stamp, now, o.instruction_seq, &out.actions, &mut events);
+            events.clear();
         }
-        std::hint::black_box(core.tick(now));
+        std::hint::black_box(driver.tick(&core, now, &mut outputs));
+        outputs.clear();
         now += period;
         k += 1;
     });
     let mut t = now + 1000 * ms;
     measure("camera set: 3 decodes + synchronizer + observation", 300, || {
-        core.on_joint_state(t, t, &names, &q);
+        driver.joint_state(&core, t, t, &names, &q);
         for cam in 0..3 {
-            let (img, d) = (frame(t + cam as i64 * ms), decoder.decode(&raw));
-            std::hint::black_box(core.on_image(cam, img, t, d));
+            std::hint::black_box(driver.image(&core, cam, frame(t + cam as i64 * ms), t));
         }
         t += 33 * ms;
     });
@@ -124,7 +127,7 @@ fn main() {
     // only), and the occlusion grids (1 + 3 x 192 inputs).
     let attention = Settings { method: Method::PolicyAttention, ..Settings::from_config(&cfg) };
     measure("render all four explanation images (policy_attention)", 200, || {
-        std::hint::black_box(explain::explain(&policy, &o, &out, &attention).unwrap());
+        std::hint::black_box(explain::explain(policy.as_ref(), &o, &out, &attention).unwrap());
     });
     let cam = o.cameras[0].rgb().unwrap();
     measure("  of which: one 640x480 overlay", 200, || {
@@ -136,7 +139,7 @@ fn main() {
     });
     for batch in occlusion_batches {
         measure(&format!("occlusion grids, 1 + 3x192 inputs, batches of {batch}"), 5, || {
-            std::hint::black_box(explain::occlusion_grids(&policy, &o, batch).unwrap());
+            std::hint::black_box(explain::occlusion::grids(policy.as_ref(), &o, batch).unwrap());
         });
     }
 }

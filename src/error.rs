@@ -49,17 +49,9 @@ impl Error {
             reason: reason.into(),
         }
     }
-}
 
-impl Error {
     pub fn bag(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
         Error::Bag { path: path.to_owned(), reason: reason.to_string() }
-    }
-}
-
-impl From<tch::TchError> for Error {
-    fn from(e: tch::TchError) -> Self {
-        Error::Inference(e.to_string())
     }
 }
 

@@ -1,35 +1,30 @@
-//! vla_controller: a ROS 2 node that runs vision-language-action policies.
+//! vla_controller: a ROS 2 node that runs vision-language-action policies and explains
+//! them. The parts, from the inside out:
 //!
-//! The parts, from input to output:
-//! - [`image`]: sensor_msgs/Image fields to the policy's RGB input;
-//! - [`sync`]: ApproximateTime synchronization of the cameras;
-//! - [`joints`]: joint states matched by name, paired by stamp;
-//! - [`tokenizer`]: the policy's character tokenizer;
-//! - [`policy`]: the TorchScript policy through libtorch and its contract;
-//! - [`smoothing`]: action chunks to one action per control tick;
-//! - [`safety`]: limits, step bound and finite check on every command;
-//! - [`core`]: all of the above as one ROS-free pipeline, driven by the node and tests;
-//! - [`node`]: the r2r adapter;
-//! - [`config`], [`stats`], [`error`], [`memory`]: parameters, counters, the error type,
-//!   allocator settings.
+//! - [`core`]: the pipeline without ROS, libtorch or files (configuration, inputs,
+//!   synchronization, smoothing and safety, the policy contract, counters, topic names);
+//! - [`policy`]: running a policy: the [`policy::PolicyRunner`] trait, the TorchScript
+//!   runner (feature `torch`) and a fake one for tests;
+//! - [`explain`]: occlusion attribution and the pictures for RViz;
+//! - [`driver`]: one camera set through inference, chunk and explanation to outputs as
+//!   values, for the node and the replay alike;
+//! - [`bag`]: rosbag2 files read and written without ROS tooling;
+//! - [`ros`] (feature `ros`): the r2r node, messages and parameters;
+//! - [`cli`] (features `ros` and `torch`): replay, compare and inspect.
+//!
+//! `cargo test --no-default-features --lib` runs every test of the parts that need
+//! neither a ROS prefix nor libtorch.
 
 pub mod bag;
-pub mod config;
+#[cfg(all(feature = "ros", feature = "torch"))]
+pub mod cli;
 pub mod core;
+pub mod driver;
 pub mod error;
 pub mod explain;
-pub mod image;
-pub mod inspect;
-pub mod joints;
 pub mod memory;
-pub mod node;
 pub mod policy;
-pub mod replay;
-pub mod ros_msgs;
-pub mod safety;
-pub mod smoothing;
-pub mod stats;
-pub mod sync;
-pub mod tokenizer;
+#[cfg(feature = "ros")]
+pub mod ros;
 
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! The `vla_controller` binary.
+//! The `vla_controller` binary: parses its command line, sets up logging and hands over
+//! to the library.
 //!
 //! - `vla_controller --ros-args --params-file config/controller.yaml`: the node;
 //! - `vla_controller inspect ...`: explanations of one input without a robot;
@@ -7,61 +8,62 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
+use vla_controller::cli::{compare, inspect, replay};
+use vla_controller::core::config::Config;
+use vla_controller::policy::{self, CheckAgainst};
+use vla_controller::ros::{self, RosNode};
 
 #[derive(Parser)]
 #[command(name = "vla_controller inspect", about = "Explain one input without a robot")]
 struct Inspect {
     #[command(flatten)]
-    args: vla_controller::inspect::InspectArgs,
+    args: inspect::InspectArgs,
 }
 
 #[derive(Parser)]
 #[command(name = "vla_controller replay", about = "Replay a rosbag2 recording through the pipeline into a new bag")]
 struct Replay {
     #[command(flatten)]
-    args: vla_controller::replay::ReplayArgs,
+    args: replay::ReplayArgs,
 }
 
 #[derive(Parser)]
 #[command(name = "vla_controller compare", about = "Compare the commands of two replay outputs")]
 struct Compare {
     #[command(flatten)]
-    args: vla_controller::replay::CompareArgs,
+    args: compare::CompareArgs,
 }
+
+const USAGE: &str = "vla_controller: ROS 2 node running a vision-language-action policy\n\n\
+     usage:\n  vla_controller --ros-args --params-file config/controller.yaml [-r from:=to] [-p name:=value]\n  \
+     vla_controller inspect --help\n  vla_controller replay --help\n  vla_controller compare --help";
 
 fn main() -> ExitCode {
     vla_controller::memory::keep_freed_memory();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    let args = || std::env::args().skip(1);
     // Anything but a subcommand is the node, whose arguments belong to rcl (--ros-args).
     let result = match std::env::args().nth(1).as_deref() {
-        Some("inspect") => {
-            let cli = Inspect::parse_from(std::env::args().skip(1));
-            vla_controller::inspect::run(cli.args)
-        }
+        Some("inspect") => inspect::run(Inspect::parse_from(args()).args),
         // Both write their report either way; a damaged input, a missing topic or a
         // deviation beyond the tolerance makes the exit status 1.
-        Some("replay") => vla_controller::replay::run(Replay::parse_from(std::env::args().skip(1)).args)
+        Some("replay") => replay::run(Replay::parse_from(args()).args)
             .and_then(|clean| if clean { Ok(()) } else { Err(anyhow::anyhow!("replay finished with the errors above")) }),
-        Some("compare") => vla_controller::replay::run_compare(Compare::parse_from(std::env::args().skip(1)).args)
+        Some("compare") => compare::run(Compare::parse_from(args()).args)
             .and_then(|within| if within { Ok(()) } else { Err(anyhow::anyhow!("commands differ beyond the tolerance")) }),
         Some("--help" | "-h") => {
-            println!(
-                "vla_controller: ROS 2 node running a vision-language-action policy\n\n\
-                 usage:\n  vla_controller --ros-args --params-file config/controller.yaml [-r from:=to] [-p name:=value]\n  \
-                 vla_controller inspect --help\n  vla_controller replay --help\n  vla_controller compare --help"
-            );
+            println!("{USAGE}");
             Ok(())
         }
-        _ => vla_controller::node::run(),
+        _ => node(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,5 +72,27 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The node: its parameters read and validated, its policy loaded and checked, then run
+/// until SIGINT or SIGTERM.
+fn node() -> anyhow::Result<()> {
+    let ros = RosNode::create()?;
+    let cfg = Config::load(ros.params())?;
+    let policy = Arc::new(policy::load(&cfg, CheckAgainst::Config)?);
+    ros::run(ros, cfg, policy, shutdown())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        tracing::warn!("cannot listen for SIGTERM; stop the node with SIGINT");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

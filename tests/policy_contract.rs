@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use vla_controller::config::{Config, Device};
-use vla_controller::policy::Policy;
+use vla_controller::core::config::{Config, Device};
+use vla_controller::policy::torch::TorchPolicy as Policy;
+use vla_controller::policy::{PolicyRunner, Priority};
 use vla_controller::Error;
 
 fn demo() -> Policy {
@@ -39,7 +40,7 @@ fn demo_policy_matches_the_default_config_and_the_contract() {
     // Deterministic, and batched inference agrees with single inference.
     assert_eq!(p.infer(&images, &state, &tokens).unwrap(), out);
     let twice = [images.clone(), images.clone()].concat();
-    let batch = p.infer_batch(&twice, 2, &state, &tokens).unwrap();
+    let batch = p.infer_batch(&twice, 2, &state, &tokens, Priority::Control).unwrap();
     for b in &batch {
         for (x, y) in b.actions.iter().flatten().zip(out.actions.iter().flatten()) {
             assert!((x - y).abs() < 1e-5);

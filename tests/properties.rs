@@ -4,18 +4,20 @@
 //!
 //!     PROPTEST_CASES=100000 cargo test --release --test properties
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use r2r::WrappedTypesupport;
-use vla_controller::config::{Config, Smoothing};
-use vla_controller::core::{CameraImage, ControlState, Core, ImageDecoder};
-use vla_controller::image::{decode_resize, RawImage};
-use vla_controller::policy::{Normalization, PolicyMeta};
-use vla_controller::safety::SafetyFilter;
-use vla_controller::stats::Stats;
-use vla_controller::sync::ApproximateTimeSync;
-use vla_controller::tokenizer::{CharTokenizer, TokenizerSpec};
+use vla_controller::core::config::{Config, Smoothing};
+use vla_controller::core::contract::{Normalization, PolicyMeta};
+use vla_controller::core::control::safety::SafetyFilter;
+use vla_controller::core::inputs::image::{decode_resize, RawImage};
+use vla_controller::core::inputs::tokenizer::{CharTokenizer, TokenizerSpec};
+use vla_controller::core::inputs::{CameraImage, ImageDecoder};
+use vla_controller::core::pipeline::{ControlState, Events, Pipeline};
+use vla_controller::core::stats::Stats;
+use vla_controller::core::sync::ApproximateTimeSync;
+use vla_controller::core::topics::InputNames;
 
 const LOWER: [f64; 3] = [-1.0, 0.0, -0.5];
 const UPPER: [f64; 3] = [1.0, 2.0, 0.5];
@@ -85,11 +87,11 @@ fn config(smoothing: Smoothing) -> Config {
         joint_lower_limits: LOWER.to_vec(),
         joint_upper_limits: UPPER.to_vec(),
         max_step_per_tick: STEP.to_vec(),
-        smoothing,
         camera_timeout_s: 0.05,
         joint_state_timeout_s: 0.05,
         ..Config::default()
     }
+    .with_smoothing(smoothing)
 }
 
 #[derive(Debug, Clone)]
@@ -127,11 +129,11 @@ proptest! {
     /// the previous command exactly.
     #[test]
     fn commands_stay_safe_and_hold_means_hold(events in prop::collection::vec(event(), 1..120), s in smoothing()) {
-        let stats = Arc::new(Mutex::new(Stats::default()));
         let (cfg, m) = (config(s), meta());
-        let mut core = Core::new(&cfg, &m, stats);
+        let mut core = Pipeline::new(&cfg, &m);
         let decoder = ImageDecoder::new(&cfg, &m);
-        core.on_instruction("abc");
+        let mut ev = Events::new();
+        core.on_instruction("abc", &mut ev);
         let names: Vec<String> = cfg.joint_names.clone();
         let mut previous: Option<Vec<f64>> = None;
         for (k, e) in events.iter().enumerate() {
@@ -144,18 +146,19 @@ proptest! {
             };
             match e {
                 Event::Inputs | Event::SilentCamera => {
-                    core.on_joint_state(t, t, &names, &[0.0, 1.0, 0.0]);
+                    core.on_joint_state(t, t, &names, &[0.0, 1.0, 0.0], &mut ev);
                     let (img, d) = image(0);
-                    core.on_image(0, img, t, d);
+                    core.on_image(0, img, t, d, &mut ev);
                     if matches!(e, Event::Inputs) {
                         let (img, d) = image(1);
-                        core.on_image(1, img, t, d);
+                        core.on_image(1, img, t, d, &mut ev);
                     }
                 }
-                Event::Chunk(actions) => core.on_chunk(t, t, 1, actions),
+                Event::Chunk(actions) => core.on_chunk(t, t, 1, actions, &mut ev),
                 Event::PolicyError => core.on_policy_error("property test"),
             }
-            let out = core.tick(t);
+            let out = core.tick(t, &mut ev);
+            ev.clear();
             if let Some(cmd) = &out.command {
                 for i in 0..3 {
                     prop_assert!(cmd[i].is_finite() && cmd[i] >= LOWER[i] && cmd[i] <= UPPER[i], "{:?}", cmd);
@@ -242,11 +245,13 @@ proptest! {
     #[test]
     fn fuzz_joint_states(names in prop::collection::vec(prop::sample::select(vec!["j0", "j1", "j2", "x", ""]), 0..6),
                          positions in prop::collection::vec(wild(), 0..6)) {
-        let stats = Arc::new(Mutex::new(Stats::default()));
-        let mut core = Core::new(&config(Smoothing::None), &meta(), stats.clone());
+        let cfg = config(Smoothing::None);
+        let mut core = Pipeline::new(&cfg, &meta());
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        core.on_joint_state(1, 1, &names, &positions);
-        let st = stats.lock().unwrap();
+        let mut ev = Events::new();
+        core.on_joint_state(1, 1, &names, &positions, &mut ev);
+        let mut st = Stats::default();
+        st.record(&InputNames::new(&cfg.camera_names), &mut ev);
         prop_assert_eq!(st.used.get("joint_states").copied().unwrap_or(0) + st.rejected_total(), 1);
     }
 }

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use r2r::WrappedTypesupport;
 use serde::Serialize;
 
 use super::msgdef;
@@ -125,13 +124,7 @@ impl BagWriter {
         Ok(id)
     }
 
-    /// Writes `msg` (of ROS type `type_name`, `pkg/msg/Type`) on `topic` at `time`.
-    pub fn write<T: WrappedTypesupport>(&mut self, topic: &str, type_name: &str, time: i64, msg: &T) -> Result<()> {
-        let data = msg.to_serialized_bytes().map_err(|e| Error::bag(&self.dir, format!("serializing {type_name}: {e}")))?;
-        self.write_raw(topic, type_name, time, &data)
-    }
-
-    /// Writes CDR bytes as they are.
+    /// Writes CDR bytes of ROS type `type_name` (`pkg/msg/Type`) on `topic` at `time`.
     pub fn write_raw(&mut self, topic: &str, type_name: &str, time: i64, data: &[u8]) -> Result<()> {
         let channel_id = self.channel(topic, type_name)?;
         let header = mcap::records::MessageHeader {
@@ -147,6 +140,11 @@ impl BagWriter {
         self.end = self.end.max(time);
         self.count += 1;
         Ok(())
+    }
+
+    /// The bag folder being written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn message_count(&self) -> u64 {

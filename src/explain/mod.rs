@@ -7,40 +7,16 @@
 //! This module does no I/O; the node runs it on its own thread at its own rate.
 
 pub mod font;
+pub mod occlusion;
 pub mod render;
 
-use std::fmt;
 use image::RgbImage;
 
-use crate::core::Observation;
+pub use crate::core::config::Method;
+use crate::core::config::Config;
+use crate::core::pipeline::Observation;
 use crate::error::{Error, Result};
-use crate::policy::{Policy, PolicyOutput};
-
-/// Where the patch grids come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    PolicyAttention,
-    Occlusion,
-}
-
-impl Method {
-    pub fn parse(s: &str) -> Option<Method> {
-        match s {
-            "policy_attention" => Some(Method::PolicyAttention),
-            "occlusion" => Some(Method::Occlusion),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Method::PolicyAttention => "policy_attention",
-            Method::Occlusion => "occlusion",
-        })
-    }
-}
+use crate::policy::{PolicyOutput, PolicyRunner};
 
 /// What can be changed while the node runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,7 +31,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from_config(c: &crate::config::Config) -> Self {
+    pub fn from_config(c: &Config) -> Self {
         Settings {
             threshold: c.attention_threshold as f32,
             alpha: c.activation_alpha as f32,
@@ -80,89 +56,15 @@ pub struct Explanation {
     pub overlays: Vec<RgbImage>,
 }
 
-/// The grids by occlusion: for every camera and patch, the Euclidean distance between
-/// the action chunk with that patch replaced by the image's mean colour and the chunk
-/// of the untouched input. The untouched input runs in the same batches (1 + C x rows x
-/// cols inputs in all), so the comparison is within one deterministic computation.
-pub fn occlusion_grids(policy: &Policy, obs: &Observation, batch: usize) -> Result<Vec<Vec<f32>>> {
-    let m = policy.meta();
-    let (c, h, w) = (m.camera_names.len(), m.image_height, m.image_width);
-    let [rows, cols] = m.patch_grid;
-    if h % rows != 0 || w % cols != 0 {
-        return Err(Error::Inference(format!(
-            "occlusion needs the {w}x{h} input to divide into the {cols}x{rows} grid"
-        )));
-    }
-    let (ph, pw) = (h / rows, w / cols);
-    let per_cam = h * w * 3;
-    let means: Vec<[u8; 3]> = (0..c)
-        .map(|k| {
-            let img = &obs.images[k * per_cam..(k + 1) * per_cam];
-            let mut s = [0u64; 3];
-            for px in img.chunks_exact(3) {
-                for j in 0..3 {
-                    s[j] += px[j] as u64;
-                }
-            }
-            let n = (h * w) as u64;
-            s.map(|v| ((v + n / 2) / n) as u8)
-        })
-        .collect();
-    // Input 0 is the untouched observation, input 1 + (k * rows + r) * cols + q has patch
-    // (r, q) of camera k occluded.
-    let total = 1 + c * rows * cols;
-    let make = |i: usize, buf: &mut Vec<u8>| {
-        buf.extend_from_slice(&obs.images);
-        if i == 0 {
-            return;
-        }
-        let j = i - 1;
-        let (k, r, q) = (j / (rows * cols), (j / cols) % rows, j % cols);
-        let start = buf.len() - obs.images.len() + k * per_cam;
-        for y in r * ph..(r + 1) * ph {
-            for x in q * pw..(q + 1) * pw {
-                let o = start + (y * w + x) * 3;
-                buf[o..o + 3].copy_from_slice(&means[k]);
-            }
-        }
-    };
-    let batch = batch.max(1);
-    let mut outputs: Vec<PolicyOutput> = Vec::with_capacity(total);
-    let mut buf = Vec::with_capacity(batch * obs.images.len());
-    let mut i = 0;
-    while i < total {
-        let n = batch.min(total - i);
-        buf.clear();
-        for b in 0..n {
-            make(i + b, &mut buf);
-        }
-        outputs.extend(policy.infer_batch_background(&buf, n, &obs.state, &obs.tokens)?);
-        i += n;
-    }
-    let base = &outputs[0].actions;
-    let dist = |o: &PolicyOutput| -> f32 {
-        o.actions
-            .iter()
-            .flatten()
-            .zip(base.iter().flatten())
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f64>()
-            .sqrt() as f32
-    };
-    Ok((0..c)
-        .map(|k| (0..rows * cols).map(|p| dist(&outputs[1 + k * rows * cols + p])).collect())
-        .collect())
-}
-
 /// Grids, pictures and token weights for one inference. `output` is the inference's own
 /// result (its token weights and, for `PolicyAttention`, its patch maps); the overlays
 /// are drawn on the observation's full-size camera images.
-pub fn explain(policy: &Policy, obs: &Observation, output: &PolicyOutput, settings: &Settings) -> Result<Explanation> {
+pub fn explain(policy: &dyn PolicyRunner, obs: &Observation, output: &PolicyOutput, settings: &Settings) -> Result<Explanation> {
     let m = policy.meta();
     let [rows, cols] = m.patch_grid;
     let grids = match settings.method {
         Method::PolicyAttention => output.patch_maps.chunks_exact(rows * cols).map(<[f32]>::to_vec).collect(),
-        Method::Occlusion => occlusion_grids(policy, obs, settings.occlusion_batch)?,
+        Method::Occlusion => occlusion::grids(policy, obs, settings.occlusion_batch)?,
     };
     let tokens = obs.tokens.pieces.clone();
     let token_weights = output.token_weights[..tokens.len()].to_vec();
@@ -171,7 +73,10 @@ pub fn explain(policy: &Policy, obs: &Observation, output: &PolicyOutput, settin
         .cameras
         .iter()
         .zip(&grids)
-        .map(|(cam, grid)| Ok(render::overlay(&cam.rgb()?, grid, rows, cols, settings.alpha)))
+        .map(|(cam, grid)| {
+            let rgb = cam.rgb().map_err(|e| Error::Rejected { topic: cam.frame_id.clone(), reason: e.to_string() })?;
+            Ok(render::overlay(&rgb, grid, rows, cols, settings.alpha))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Explanation { method: settings.method, tokens, token_weights, grids, rows, cols, language, overlays })
 }

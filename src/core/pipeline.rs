@@ -1,129 +1,55 @@
-//! The pipeline without ROS or files: camera frames, joint states and instructions in;
-//! observations for the policy out; chunks from the policy in; one safe command per
-//! control tick out. The live node and the bag replay drive this same type.
+//! The pipeline without ROS, files or threads: camera frames, joint states and
+//! instructions in; observations for the policy out; chunks from the policy in; one safe
+//! command per control tick out. The live node and the bag replay drive this same type
+//! (through [`super::driver::Driver`]).
 //!
 //! Time is an input everywhere: `now` is the node's clock (sim time under
-//! `use_sim_time`, bag time in a replay), stamps are the messages' own.
+//! `use_sim_time`, bag time in a replay), stamps are the messages' own. Nothing here
+//! counts or logs: every method reports what happened as [`Event`]s into the caller's
+//! buffer, which the caller turns into counters and log lines ([`super::stats::Stats`]).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::{secs_to_ns, Config};
-use crate::image::{decode_resize, ImageError, RawImage};
-use crate::joints::JointBuffer;
-use crate::policy::PolicyMeta;
-use crate::safety::SafetyFilter;
-use crate::smoothing::Smoother;
-use crate::stats::SharedStats;
-use crate::sync::ApproximateTimeSync;
-use crate::tokenizer::{CharTokenizer, Tokens};
+use crate::core::config::{secs_to_ns, Config};
+use crate::core::control::safety::{Clipped, SafetyFilter};
+use crate::core::control::smoothing::Smoother;
+use crate::core::inputs::image::ImageError;
+use crate::core::inputs::joints::JointBuffer;
+use crate::core::inputs::tokenizer::{CharTokenizer, Tokens};
+use crate::core::inputs::CameraImage;
+use crate::core::sync::ApproximateTimeSync;
+use crate::core::topics::Input;
+use crate::core::contract::PolicyMeta;
 
-pub const JOINT_STATES_TOPIC: &str = "joint_states";
-pub const INSTRUCTION_TOPIC: &str = "instruction";
-
-pub fn camera_topic(name: &str) -> String {
-    format!("camera/{name}/image_raw")
+/// What the pipeline did, for the counters and the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Received(Input),
+    Used(Input),
+    /// A good input that was not used, with the reason.
+    Dropped(Input, &'static str),
+    /// A bad input, refused: `reason` is a fixed category (so diagnostics keys stay
+    /// few), `detail` the values.
+    Rejected { input: Input, reason: &'static str, detail: String },
+    /// A synchronized camera set was paired with a joint state and an instruction.
+    Observation,
+    /// A command went out; `hold` when it repeated the previous one.
+    Command { hold: bool, clipped: Clipped },
+    /// A new instruction took effect; `unknown` tokens are outside the vocabulary.
+    NewInstruction { text: Arc<str>, seq: u64, unknown: usize },
 }
 
-/// Decodes camera images to the policy's input size. Holds no state, so the node can run
-/// it outside any lock, on the thread that received the image.
-#[derive(Debug, Clone, Copy)]
-pub struct ImageDecoder {
-    expected: (u32, u32),
-    out_w: usize,
-    out_h: usize,
-}
-
-impl ImageDecoder {
-    pub fn new(cfg: &Config, meta: &PolicyMeta) -> Self {
-        ImageDecoder {
-            expected: (cfg.image_width, cfg.image_height),
-            out_w: meta.image_width,
-            out_h: meta.image_height,
-        }
-    }
-
-    pub fn decode(&self, raw: &RawImage<'_>) -> Result<Vec<u8>, ImageError> {
-        let mut out = Vec::new();
-        decode_resize(raw, self.expected, self.out_w, self.out_h, &mut out)?;
-        Ok(out)
-    }
-}
-
-/// A camera image as it arrived, kept with the observation so that explanations can
-/// draw on it at full size.
-#[derive(Debug, Clone)]
-pub struct CameraImage {
-    pub stamp: i64,
-    pub frame_id: String,
-    pub width: u32,
-    pub height: u32,
-    pub encoding: String,
-    pub step: u32,
-    pub data: Pixels,
-}
-
-/// The bytes of an image: a vector, or the buffer a middleware received them in, kept
-/// as it is (the node keeps the taken message, so a 0.9 MB image is not copied once
-/// more on its way to the decoder).
-#[derive(Clone)]
-pub struct Pixels(Arc<dyn AsRef<[u8]> + Send + Sync>);
-
-impl Pixels {
-    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
-        Pixels(Arc::new(bytes))
-    }
-}
-
-impl From<Vec<u8>> for Pixels {
-    fn from(bytes: Vec<u8>) -> Self {
-        Pixels::new(bytes)
-    }
-}
-
-impl std::ops::Deref for Pixels {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        (*self.0).as_ref()
-    }
-}
-
-impl fmt::Debug for Pixels {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pixels({} bytes)", self.len())
-    }
-}
-
-impl CameraImage {
-    pub fn raw(&self) -> RawImage<'_> {
-        RawImage { width: self.width, height: self.height, encoding: &self.encoding, step: self.step, data: &self.data }
-    }
-
-    /// The image as RGB at its own size: the message's own buffer when it is already
-    /// tightly packed rgb8 (no copy), otherwise converted.
-    pub fn rgb(&self) -> crate::Result<image::ImageBuffer<image::Rgb<u8>, Cow<'_, [u8]>>> {
-        let data = if self.encoding == "rgb8" && self.step == self.width * 3 && self.data.len() == (self.step * self.height) as usize {
-            Cow::Borrowed(&self.data[..])
-        } else {
-            let mut out = Vec::new();
-            let (w, h) = (self.width as usize, self.height as usize);
-            decode_resize(&self.raw(), (self.width, self.height), w, h, &mut out)
-                .map_err(|e| crate::Error::Rejected { topic: self.frame_id.clone(), reason: e.to_string() })?;
-            Cow::Owned(out)
-        };
-        Ok(image::ImageBuffer::from_raw(self.width, self.height, data).expect("w x h x 3 bytes"))
-    }
-}
+/// The caller's buffer of [`Event`]s.
+pub type Events = Vec<Event>;
 
 /// One camera frame at the policy's size, waiting in the synchronizer.
 #[derive(Debug)]
-pub struct Frame {
-    pub rgb: Vec<u8>,
+struct Frame {
+    rgb: Vec<u8>,
     /// When it arrived, on the node's clock.
-    pub arrival: i64,
-    pub source: Arc<CameraImage>,
+    arrival: i64,
+    source: Arc<CameraImage>,
 }
 
 /// Everything one inference needs.
@@ -215,7 +141,7 @@ struct Instruction {
     seq: u64,
 }
 
-pub struct Core {
+pub struct Pipeline {
     camera_topics: Vec<String>,
     sync: ApproximateTimeSync<Frame>,
     joints: JointBuffer,
@@ -236,26 +162,28 @@ pub struct Core {
     newest_chunk: Option<i64>,
     state: ControlState,
     clock_jumped: bool,
-    stats: SharedStats,
 }
 
-impl Core {
-    pub fn new(cfg: &Config, meta: &PolicyMeta, stats: SharedStats) -> Self {
+impl Pipeline {
+    /// A pipeline for `cfg` and a policy described by `meta`, which must have passed
+    /// [`PolicyMeta::differences`] against `cfg` (its tokenizer is valid).
+    pub fn new(cfg: &Config, meta: &PolicyMeta) -> Self {
         let n = cfg.camera_names.len();
         let mut timeouts = vec![secs_to_ns(cfg.camera_timeout_s); n];
         timeouts.push(secs_to_ns(cfg.joint_state_timeout_s));
-        Core {
-            camera_topics: cfg.camera_names.iter().map(|c| camera_topic(c)).collect(),
+        Pipeline {
+            camera_topics: cfg.camera_names.iter().map(|c| crate::core::topics::camera(c)).collect(),
             sync: ApproximateTimeSync::new(n, cfg.sync_queue_size, secs_to_ns(cfg.sync_max_interval_s), cfg.sync_age_penalty)
                 .with_inter_message_lower_bound(secs_to_ns(cfg.sync_inter_message_lower_bound_s)),
             joints: JointBuffer::new(cfg.joint_names.clone()),
+            // Checked when the policy was loaded (PolicyMeta::differences).
             tokenizer: CharTokenizer::new(meta.tokenizer.clone()).expect("checked when the policy was loaded"),
             instruction: None,
             last_arrival: vec![None; n + 1],
             timeouts,
             joint_tolerance: secs_to_ns(cfg.joint_state_tolerance_s),
             period: cfg.control_period_ns(),
-            smoother: Smoother::new(cfg.smoothing),
+            smoother: Smoother::new(cfg.smoothing()),
             safety: SafetyFilter::new(
                 cfg.joint_lower_limits.clone(),
                 cfg.joint_upper_limits.clone(),
@@ -269,43 +197,41 @@ impl Core {
             newest_chunk: None,
             state: ControlState::WaitingForInstruction,
             clock_jumped: false,
-            stats,
         }
     }
 
-    fn stats(&self) -> std::sync::MutexGuard<'_, crate::stats::Stats> {
-        self.stats.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A camera message, already decoded (or rejected) by [`ImageDecoder`]. Returns the
-    /// observations it completed, oldest first.
+    /// A camera message, already decoded (or rejected) by
+    /// [`crate::core::inputs::ImageDecoder`]. Returns the observations it completed,
+    /// oldest first.
     pub fn on_image(
         &mut self,
         camera: usize,
         image: Arc<CameraImage>,
         now: i64,
         decoded: Result<Vec<u8>, ImageError>,
+        events: &mut Events,
     ) -> Vec<Observation> {
         let stamp = image.stamp;
-        let topic = &self.camera_topics[camera];
-        self.stats().received(topic);
+        let input = Input::Camera(camera);
+        events.push(Event::Received(input));
         let rgb = match decoded {
             Ok(rgb) => rgb,
             Err(e) => {
-                self.stats().rejected(topic, e.kind(), &e.to_string());
+                events.push(Event::Rejected { input, reason: e.kind(), detail: e.to_string() });
                 return Vec::new();
             }
         };
         self.last_arrival[camera] = Some(now);
         let out = self.sync.add(camera, stamp, Frame { rgb, arrival: now, source: image });
         for (k, _, _, reason) in &out.dropped {
-            let t = self.camera_topics[*k].clone();
-            self.stats().dropped(&t, reason.reason());
+            events.push(Event::Dropped(Input::Camera(*k), reason.reason()));
         }
-        out.sets.into_iter().filter_map(|set| self.observe(set)).collect()
+        out.sets.into_iter().filter_map(|set| self.observe(set, events)).collect()
     }
 
-    fn observe(&mut self, set: Vec<(i64, Frame)>) -> Option<Observation> {
+    fn observe(&mut self, set: Vec<(i64, Frame)>, events: &mut Events) -> Option<Observation> {
+        let cameras = (0..self.camera_topics.len()).map(Input::Camera);
+        // The synchronizer emits one frame per camera, never an empty set.
         let stamp = set.iter().map(|(s, _)| *s).max().expect("sets are not empty");
         let reason = match (&self.instruction, self.joints.nearest(stamp, self.joint_tolerance)) {
             (None, _) => "no instruction yet",
@@ -324,39 +250,33 @@ impl Core {
                     instruction_seq: instr.seq,
                     cameras: set.iter().map(|(_, f)| f.source.clone()).collect(),
                 };
-                let mut st = self.stats();
-                for t in &self.camera_topics {
-                    st.used(t, 1);
-                }
-                st.observations += 1;
+                events.extend(cameras.map(Event::Used));
+                events.push(Event::Observation);
                 return Some(obs);
             }
         };
-        let mut st = self.stats();
-        for t in &self.camera_topics {
-            st.dropped(t, reason);
-        }
+        events.extend(cameras.map(|c| Event::Dropped(c, reason)));
         None
     }
 
-    pub fn on_joint_state(&mut self, stamp: i64, now: i64, names: &[String], positions: &[f64]) {
-        let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        st.received(JOINT_STATES_TOPIC);
+    pub fn on_joint_state(&mut self, stamp: i64, now: i64, names: &[String], positions: &[f64], events: &mut Events) {
+        let input = Input::JointStates;
+        events.push(Event::Received(input));
         match self.joints.push(stamp, names, positions) {
             Ok(()) => {
-                st.used(JOINT_STATES_TOPIC, 1);
+                events.push(Event::Used(input));
                 self.last_arrival[self.camera_topics.len()] = Some(now);
             }
-            Err(e) => st.rejected(JOINT_STATES_TOPIC, e.kind(), &e.to_string()),
+            Err(e) => events.push(Event::Rejected { input, reason: e.kind(), detail: e.to_string() }),
         }
     }
 
     /// A new instruction. Empty ones, ones longer than the policy's token limit and ones
     /// holding control characters are rejected (and counted); the previous instruction
     /// stays in effect.
-    pub fn on_instruction(&mut self, text: &str) {
-        let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        st.received(INSTRUCTION_TOPIC);
+    pub fn on_instruction(&mut self, text: &str, events: &mut Events) {
+        let input = Input::Instruction;
+        events.push(Event::Received(input));
         let trimmed = text.trim();
         let n = trimmed.chars().count();
         let reject = if trimmed.is_empty() {
@@ -370,20 +290,18 @@ impl Core {
             None
         };
         if let Some((reason, detail)) = reject {
-            st.rejected(INSTRUCTION_TOPIC, reason, &format!("{reason}: {detail}"));
+            events.push(Event::Rejected { input, reason, detail: format!("{reason}: {detail}") });
             return;
         }
-        st.used(INSTRUCTION_TOPIC, 1);
+        events.push(Event::Used(input));
         if self.instruction.as_ref().is_some_and(|i| &*i.text == trimmed) {
             return;
         }
         let tokens = self.tokenizer.encode(trimmed);
-        if tokens.unknown > 0 {
-            tracing::warn!(unknown = tokens.unknown, "instruction has characters the policy's vocabulary lacks");
-        }
         let seq = self.instruction.as_ref().map_or(1, |i| i.seq + 1);
-        tracing::info!(instruction = trimmed, seq, "new instruction");
-        self.instruction = Some(Instruction { text: trimmed.into(), tokens: Arc::new(tokens), seq });
+        let text: Arc<str> = trimmed.into();
+        events.push(Event::NewInstruction { text: text.clone(), seq, unknown: tokens.unknown });
+        self.instruction = Some(Instruction { text, tokens: Arc::new(tokens), seq });
     }
 
     pub fn instruction(&self) -> Option<&str> {
@@ -398,10 +316,10 @@ impl Core {
     /// A chunk computed from the observation of stamp `obs_stamp` that was complete at
     /// `obs_arrival`. Chunks of an older instruction are discarded; the first chunk of a
     /// new instruction discards every queued action of the old one.
-    pub fn on_chunk(&mut self, obs_stamp: i64, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>]) {
+    pub fn on_chunk(&mut self, obs_stamp: i64, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>], events: &mut Events) {
         let current = self.instruction.as_ref().map_or(0, |i| i.seq);
         if instruction_seq < current {
-            self.stats().dropped("policy", "chunk computed for a previous instruction");
+            events.push(Event::Dropped(Input::Policy, "chunk computed for a previous instruction"));
             return;
         }
         if instruction_seq != self.chunk_seq {
@@ -424,7 +342,7 @@ impl Core {
     fn input_state(&self, now: i64) -> ControlState {
         let n = self.camera_topics.len();
         for (i, arrival) in self.last_arrival.iter().enumerate() {
-            let topic = if i < n { &self.camera_topics[i] } else { JOINT_STATES_TOPIC };
+            let topic = if i < n { &self.camera_topics[i] } else { crate::core::topics::JOINT_STATES };
             match arrival {
                 None => return ControlState::Stale { topic: topic.to_owned(), never: true },
                 Some(t) if now - t > self.timeouts[i] => {
@@ -443,9 +361,9 @@ impl Core {
     }
 
     /// One control tick at `now`.
-    pub fn tick(&mut self, now: i64) -> TickOutput {
+    pub fn tick(&mut self, now: i64, events: &mut Events) -> TickOutput {
         if self.last_now.is_some_and(|last| now < last) {
-            self.reset_after_clock_jump();
+            self.reset_after_clock_jump(events);
         }
         self.last_now = Some(now);
         if self.tick_base.is_none() {
@@ -459,23 +377,7 @@ impl Core {
                 None => state = ControlState::WaitingForActions,
                 Some(target) => {
                     smoothed = Some(target.clone());
-                    let previous = self.last_command.clone().or_else(|| self.joints.latest().map(<[f64]>::to_vec));
-                    match previous.map(|p| self.safety.apply(&target, &p)) {
-                        Some(Ok((cmd, clipped))) => {
-                            let mut st = self.stats();
-                            st.clipped_by_limit += clipped.by_limit as u64;
-                            st.clipped_by_step += clipped.by_step as u64;
-                            st.commands += 1;
-                            drop(st);
-                            self.last_command = Some(cmd);
-                        }
-                        Some(Err(e)) => {
-                            self.stats().rejected("policy", "action refused by the safety filter", &e.to_string());
-                            state = ControlState::PolicyFault(e.to_string());
-                            self.policy_fault = Some(e.to_string());
-                        }
-                        None => state = ControlState::Stale { topic: JOINT_STATES_TOPIC.into(), never: true },
-                    }
+                    state = self.command(&target, events);
                 }
             }
         }
@@ -485,9 +387,7 @@ impl Core {
                 self.smoother.reset();
             }
             if self.last_command.is_some() {
-                let mut st = self.stats();
-                st.commands += 1;
-                st.hold_commands += 1;
+                events.push(Event::Command { hold: true, clipped: Clipped::default() });
             }
         }
         self.clock_jumped = false;
@@ -502,21 +402,36 @@ impl Core {
         }
     }
 
-    /// Counts the messages still waiting in the synchronizer as dropped with `reason`
-    /// (at the end of a recording, where no later message will complete their sets).
-    pub fn drain(&mut self, reason: &str) {
-        for (k, _, _) in self.sync.clear() {
-            let t = self.camera_topics[k].clone();
-            self.stats().dropped(&t, reason);
+    /// The safety filter's command for `target`, from the previous command (or, before
+    /// the first, the measured state); the state it leaves the node in.
+    fn command(&mut self, target: &[f64], events: &mut Events) -> ControlState {
+        let previous = self.last_command.clone().or_else(|| self.joints.latest().map(<[f64]>::to_vec));
+        match previous.map(|p| self.safety.apply(target, &p)) {
+            Some(Ok((cmd, clipped))) => {
+                events.push(Event::Command { hold: false, clipped });
+                self.last_command = Some(cmd);
+                ControlState::Running
+            }
+            Some(Err(e)) => {
+                let detail = e.to_string();
+                events.push(Event::Rejected { input: Input::Policy, reason: "action refused by the safety filter", detail: detail.clone() });
+                self.policy_fault = Some(detail.clone());
+                ControlState::PolicyFault(detail)
+            }
+            None => ControlState::Stale { topic: crate::core::topics::JOINT_STATES.into(), never: true },
         }
     }
 
-    fn reset_after_clock_jump(&mut self) {
-        let dropped = self.sync.clear();
-        for (k, _, _) in dropped {
-            let t = self.camera_topics[k].clone();
-            self.stats().dropped(&t, "clock jumped backwards");
+    /// Counts the messages still waiting in the synchronizer as dropped with `reason`
+    /// (at the end of a recording, where no later message will complete their sets).
+    pub fn drain(&mut self, reason: &'static str, events: &mut Events) {
+        for (k, _, _) in self.sync.clear() {
+            events.push(Event::Dropped(Input::Camera(k), reason));
         }
+    }
+
+    fn reset_after_clock_jump(&mut self, events: &mut Events) {
+        self.drain("clock jumped backwards", events);
         self.joints.clear();
         self.smoother.reset();
         self.last_arrival.iter_mut().for_each(|a| *a = None);
@@ -534,10 +449,12 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::config::Smoothing;
-    use crate::policy::Normalization;
-    use crate::stats::Stats;
-    use crate::tokenizer::TokenizerSpec;
+    use crate::core::config::Smoothing;
+    use crate::core::inputs::tokenizer::TokenizerSpec;
+    use crate::core::inputs::ImageDecoder;
+    use crate::core::stats::{SharedStats, Stats};
+    use crate::core::topics::InputNames;
+    use crate::core::contract::Normalization;
 
     const MS: i64 = 1_000_000;
 
@@ -580,15 +497,63 @@ mod tests {
             joint_lower_limits: vec![-1.0, -1.0],
             joint_upper_limits: vec![1.0, 1.0],
             max_step_per_tick: vec![0.1, 0.1],
-            smoothing: Smoothing::None,
             camera_timeout_s: 0.1,
             joint_state_timeout_s: 0.05,
             ..Config::default()
         }
+        .with_smoothing(Smoothing::None)
+    }
+
+    /// The pipeline with its events counted into shared stats, as the driver does.
+    struct Counted {
+        pipe: Pipeline,
+        stats: SharedStats,
+        names: InputNames,
+        events: Events,
+    }
+
+    impl Counted {
+        fn record<T>(&mut self, value: T) -> T {
+            self.stats.lock().unwrap().record(&self.names, &mut self.events);
+            value
+        }
+
+        fn on_image(&mut self, cam: usize, img: Arc<CameraImage>, now: i64, d: Result<Vec<u8>, ImageError>) -> Vec<Observation> {
+            let out = self.pipe.on_image(cam, img, now, d, &mut self.events);
+            self.record(out)
+        }
+
+        fn on_joint_state(&mut self, stamp: i64, now: i64, names: &[String], positions: &[f64]) {
+            self.pipe.on_joint_state(stamp, now, names, positions, &mut self.events);
+            self.record(())
+        }
+
+        fn on_instruction(&mut self, text: &str) {
+            self.pipe.on_instruction(text, &mut self.events);
+            self.record(())
+        }
+
+        fn on_chunk(&mut self, stamp: i64, arrival: i64, seq: u64, actions: &[Vec<f64>]) {
+            self.pipe.on_chunk(stamp, arrival, seq, actions, &mut self.events);
+            self.record(())
+        }
+
+        fn on_policy_error(&mut self, e: &str) {
+            self.pipe.on_policy_error(e)
+        }
+
+        fn tick(&mut self, now: i64) -> TickOutput {
+            let out = self.pipe.tick(now, &mut self.events);
+            self.record(out)
+        }
+
+        fn instruction(&self) -> Option<&str> {
+            self.pipe.instruction()
+        }
     }
 
     struct Rig {
-        core: Core,
+        core: Counted,
         decoder: ImageDecoder,
         stats: SharedStats,
         names: Vec<String>,
@@ -599,7 +564,12 @@ mod tests {
             let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
             let (cfg, meta) = (config(), meta());
             Rig {
-                core: Core::new(&cfg, &meta, stats.clone()),
+                core: Counted {
+                    pipe: Pipeline::new(&cfg, &meta),
+                    stats: stats.clone(),
+                    names: InputNames::new(&cfg.camera_names),
+                    events: Events::new(),
+                },
                 decoder: ImageDecoder::new(&cfg, &meta),
                 stats,
                 names: vec!["b".into(), "a".into()],

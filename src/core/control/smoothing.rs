@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use crate::config::Smoothing;
+use crate::core::config::Smoothing;
 
 /// ACT temporal ensembling: the action for a tick is the mean of every chunk's action for
 /// that tick, weighted `exp(-m * i)` where `i = 0` is the oldest chunk. Kept as running

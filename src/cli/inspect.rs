@@ -9,11 +9,12 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
-use crate::config::{Config, Device};
-use crate::core::{CameraImage, Observation};
-use crate::explain::{self, Method, Settings};
-use crate::image::decode_resize;
-use crate::policy::Policy;
+use crate::core::config::{Config, ParamValue, Params};
+use crate::core::inputs::image::decode_resize;
+use crate::core::inputs::CameraImage;
+use crate::core::pipeline::Observation;
+use crate::explain::{self, Settings};
+use crate::policy::{self, CheckAgainst, PolicyRunner};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -72,59 +73,59 @@ fn load_png(path: &Path) -> anyhow::Result<Arc<CameraImage>> {
     }))
 }
 
+impl InspectArgs {
+    /// The options as the node's parameters, validated exactly as the node validates them.
+    fn config(&self) -> anyhow::Result<Config> {
+        let params: Params = [
+            ("policy_path", ParamValue::String(self.policy.to_string_lossy().into_owned())),
+            ("device", ParamValue::String(self.device.clone())),
+            ("explanation_method", ParamValue::String(self.method.clone())),
+            ("attention_threshold", ParamValue::Double(self.threshold)),
+            ("activation_alpha", ParamValue::Double(self.alpha)),
+            ("occlusion_batch", ParamValue::Integer(self.occlusion_batch.try_into().unwrap_or(i64::MAX))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Ok(Config::from_params(&params)?.0)
+    }
+
+    /// The cases to explain: the one on the command line, or those of `--batch`.
+    fn cases(&self) -> anyhow::Result<Vec<Case>> {
+        let Some(path) = &self.batch else {
+            return Ok(vec![Case {
+                images: self.images.clone(),
+                joints: self.joints.clone(),
+                instruction: self.instruction.clone().unwrap_or_default(),
+                out: self.out.clone(),
+            }]);
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                let mut c: Case = serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+                c.images = c.images.iter().map(|p| dir.join(p)).collect();
+                c.out = dir.join(&c.out);
+                Ok(c)
+            })
+            .collect()
+    }
+}
+
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let device = Device::parse(&args.device).with_context(|| format!("--device {}: expected cpu, cuda or cuda:N", args.device))?;
-    let method = Method::parse(&args.method).with_context(|| format!("--method {}: expected occlusion or policy_attention", args.method))?;
-    let settings = Settings {
-        threshold: args.threshold as f32,
-        alpha: args.alpha as f32,
-        method,
-        occlusion_batch: args.occlusion_batch.max(1),
-    };
-    let policy = load_policy(&args.policy, device)?;
-    let cases = match &args.batch {
-        None => vec![Case {
-            images: args.images.clone(),
-            joints: args.joints.clone(),
-            instruction: args.instruction.clone().unwrap_or_default(),
-            out: args.out.clone(),
-        }],
-        Some(path) => {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            text.lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| {
-                    let mut c: Case = serde_json::from_str(l).with_context(|| format!("{} line {}", path.display(), i + 1))?;
-                    c.images = c.images.iter().map(|p| dir.join(p)).collect();
-                    c.out = dir.join(&c.out);
-                    Ok(c)
-                })
-                .collect::<anyhow::Result<_>>()?
-        }
-    };
-    for case in &cases {
+    let cfg = args.config()?;
+    let settings = Settings::from_config(&cfg);
+    let policy = policy::load(&cfg, CheckAgainst::ContractOnly)?;
+    for case in &args.cases()? {
         inspect_one(&policy, case, &settings)?;
     }
     Ok(())
 }
 
-fn load_policy(path: &Path, device: Device) -> anyhow::Result<Policy> {
-    let policy = Policy::load(path, device)?;
-    let differences = policy.meta().differences(&Config {
-        camera_names: policy.meta().camera_names.clone(),
-        joint_names: policy.meta().joint_names.clone(),
-        control_rate_hz: policy.meta().control_rate_hz,
-        ..Config::default()
-    });
-    if !differences.is_empty() {
-        bail!("policy {} breaks the contract:\n  - {}", path.display(), differences.join("\n  - "));
-    }
-    Ok(policy)
-}
-
-fn inspect_one(policy: &Policy, case: &Case, settings: &Settings) -> anyhow::Result<()> {
+fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> anyhow::Result<()> {
     let m = policy.meta();
     if case.images.len() != m.camera_names.len() {
         bail!("{} images given; the policy takes {} ({})", case.images.len(), m.camera_names.len(), m.camera_names.join(" "));

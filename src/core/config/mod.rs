@@ -1,0 +1,520 @@
+//! The node's configuration. Every parameter is declared once, in the table below: its
+//! name, type, default, one-line description, whether it can change while the node runs,
+//! and the rule its value must keep. From that one declaration come the typed [`Config`]
+//! field, the reading and validation of a parameters file or a run-time change, the
+//! parameters the node declares (so `ros2 param get/describe` show them), and the check
+//! that `config/controller.yaml` documents every one of them (as ros2_controllers'
+//! generate_parameter_library does from its YAML).
+//!
+//! Adapters turn ROS parameter values into [`ParamValue`], so this module needs no ROS.
+
+pub mod value;
+pub mod yaml;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use value::{ParamSpec, ParamType, ParamValue, Params, Rule};
+use value::{choice_param, doc_line, Choice};
+
+use crate::error::{Error, Result};
+
+/// Where the policy runs: `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Device {
+    pub fn parse(s: &str) -> Option<Device> {
+        match s {
+            "cpu" => Some(Device::Cpu),
+            "cuda" => Some(Device::Cuda(0)),
+            _ => s.strip_prefix("cuda:")?.parse().ok().map(Device::Cuda),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl ParamType for Device {
+    const ROS_TYPE: &'static str = "string";
+
+    fn from_value(v: &ParamValue) -> std::result::Result<Self, String> {
+        Device::parse(&String::from_value(v)?).ok_or_else(|| "expected cpu, cuda or cuda:N".to_owned())
+    }
+
+    fn to_value(&self) -> ParamValue {
+        ParamValue::String(self.to_string())
+    }
+}
+
+/// Which smoother blends consecutive chunks (the `smoothing` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmoothingKind {
+    TemporalEnsemble,
+    Exponential,
+    None,
+}
+
+impl Choice for SmoothingKind {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("temporal_ensemble", SmoothingKind::TemporalEnsemble),
+        ("exponential", SmoothingKind::Exponential),
+        ("none", SmoothingKind::None),
+    ];
+}
+choice_param!(SmoothingKind);
+
+/// How consecutive action chunks are blended into one command per control tick, with
+/// the weight of the chosen smoother.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Smoothing {
+    /// ACT temporal ensembling: every chunk that has an action for this tick contributes,
+    /// weighted `exp(-m * i)` with `i = 0` the oldest chunk.
+    TemporalEnsemble { m: f64 },
+    /// The newest chunk's action, low-passed: `y = alpha * x + (1 - alpha) * y_prev`.
+    Exponential { alpha: f64 },
+    /// The newest chunk's action as it is.
+    None,
+}
+
+/// The message type of the command topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandType {
+    /// std_msgs/Float64MultiArray: what forward_command_controller takes.
+    Float64MultiArray,
+    /// trajectory_msgs/JointTrajectory with one point: what joint_trajectory_controller takes.
+    JointTrajectory,
+}
+
+impl Choice for CommandType {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("float64_multi_array", CommandType::Float64MultiArray),
+        ("joint_trajectory", CommandType::JointTrajectory),
+    ];
+}
+choice_param!(CommandType);
+
+/// Where the explanations' patch grids come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Each patch replaced by the image's mean colour, the change of the chunk measured.
+    Occlusion,
+    /// The policy's own attention maps, returned with every inference.
+    PolicyAttention,
+}
+
+impl Choice for Method {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("occlusion", Method::Occlusion), ("policy_attention", Method::PolicyAttention)];
+}
+choice_param!(Method);
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_value() {
+            ParamValue::String(s) => f.write_str(&s),
+            _ => unreachable!("a choice is a string"),
+        }
+    }
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        Method::from_value(&ParamValue::String(s.to_owned())).ok()
+    }
+}
+
+/// Declares the parameters: the [`Config`] struct (one field per parameter, documented
+/// by its description), its defaults, the table [`PARAMETERS`], and the reading and
+/// writing of [`Params`]. Each entry:
+///
+/// ```text
+/// /// One-line description.
+/// name: Type = default, Rule, startup | runtime;
+/// ```
+macro_rules! parameters {
+    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:expr, $rule:expr, $when:ident; )*) => {
+        /// The node's parameters, typed and validated (see the module documentation).
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( #[doc = $doc] pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        /// Every parameter the node declares, in the order of `config/controller.yaml`.
+        pub const PARAMETERS: &[ParamSpec] = &[
+            $( ParamSpec {
+                name: stringify!($name),
+                ros_type: <$ty as ParamType>::ROS_TYPE,
+                description: doc_line($doc),
+                runtime: parameters!(@runtime $when),
+                rule: $rule,
+            }, )*
+        ];
+
+        impl Config {
+            /// Each parameter read from `params` (its default when absent), type and rule
+            /// checked; checks between parameters are [`Config::validate`]'s.
+            fn read(params: &Params) -> Result<Config> {
+                let d = Config::default();
+                Ok(Config { $( $name: read_param(params, stringify!($name), d.$name, $rule)?, )* })
+            }
+
+            /// The parameters of this configuration as ROS values, to declare them on the
+            /// node so that `ros2 param get` shows what is in effect, defaults included.
+            pub fn to_params(&self) -> Params {
+                let mut p = Params::new();
+                $( p.insert(stringify!($name).to_owned(), ParamType::to_value(&self.$name)); )*
+                p
+            }
+        }
+    };
+    (@runtime runtime) => { true };
+    (@runtime startup) => { false };
+}
+
+parameters! {
+    /// TorchScript policy file; relative paths are taken from the working directory
+    policy_path: PathBuf = PathBuf::from("policy/demo_policy.pt"), Rule::Any, startup;
+    /// cpu, cuda or cuda:N
+    device: Device = Device::Cpu, Rule::Any, startup;
+    /// libtorch intra-op threads, 0 for libtorch's default
+    torch_threads: usize = 1, Rule::AtLeast(0), startup;
+    /// real-time (SCHED_FIFO) priority of the receive, inference and control threads, 0 for none
+    thread_priority: u32 = 50, Rule::Priority, startup;
+    /// cameras, read from camera/<name>/image_raw, in the policy's order
+    camera_names: Vec<String> = ["main", "side", "top"].map(String::from).to_vec(), Rule::Names, startup;
+    /// expected camera image width in pixels
+    image_width: u32 = 640, Rule::AtLeast(1), startup;
+    /// expected camera image height in pixels
+    image_height: u32 = 480, Rule::AtLeast(1), startup;
+    /// joint order of commands, as the policy orders them
+    joint_names: Vec<String> = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch", "wrist_roll", "gripper"]
+        .map(String::from).to_vec(), Rule::Names, startup;
+    /// command rate, must equal the policy's
+    control_rate_hz: f64 = 50.0, Rule::Positive, startup;
+    /// ApproximateTime queue size per camera
+    sync_queue_size: usize = 10, Rule::AtLeast(1), startup;
+    /// largest stamp spread within a camera set
+    sync_max_interval_s: f64 = 0.02, Rule::Positive, startup;
+    /// ApproximateTime age penalty
+    sync_age_penalty: f64 = 0.1, Rule::NonNegative, startup;
+    /// least time between two frames of one camera
+    sync_inter_message_lower_bound_s: f64 = 0.015, Rule::NonNegative, startup;
+    /// largest stamp distance between a camera set and its joint state
+    joint_state_tolerance_s: f64 = 0.05, Rule::Positive, startup;
+    /// hold position when a camera is silent this long
+    camera_timeout_s: f64 = 0.5, Rule::Positive, startup;
+    /// hold position when joint_states is silent this long
+    joint_state_timeout_s: f64 = 0.25, Rule::Positive, startup;
+    /// temporal_ensemble, exponential or none
+    smoothing: SmoothingKind = SmoothingKind::TemporalEnsemble, Rule::Any, startup;
+    /// temporal ensembling weight exp(-m*i), i = 0 the oldest chunk
+    ensemble_m: f64 = 0.05, Rule::NonNegative, startup;
+    /// exponential filter weight of the new action
+    exponential_alpha: f64 = 0.5, Rule::OpenUnit, startup;
+    /// lower position limit per joint
+    joint_lower_limits: Vec<f64> = vec![-1.6, 0.0, -3.1, -2.4, -1.0, 0.0], Rule::Finite, startup;
+    /// upper position limit per joint
+    joint_upper_limits: Vec<f64> = vec![1.6, 2.6, 0.0, 0.4, 1.0, 0.06], Rule::Finite, startup;
+    /// largest command change per joint per control tick
+    max_step_per_tick: Vec<f64> = vec![0.05, 0.05, 0.05, 0.05, 0.05, 0.01], Rule::Finite, startup;
+    /// float64_multi_array or joint_trajectory
+    command_type: CommandType = CommandType::Float64MultiArray, Rule::Any, startup;
+    /// rate of /diagnostics
+    diagnostics_rate_hz: f64 = 1.0, Rule::Positive, startup;
+    /// heatmap: weights under this fraction of the largest are drawn neutral
+    attention_threshold: f64 = 0.3, Rule::Unit, runtime;
+    /// overlay: weight of the colour map over the camera image
+    activation_alpha: f64 = 0.4, Rule::Unit, runtime;
+    /// explanations per second at most, newest inference first
+    explain_rate_hz: f64 = 5.0, Rule::Positive, runtime;
+    /// occlusion or policy_attention
+    explanation_method: Method = Method::Occlusion, Rule::Any, runtime;
+    /// occluded copies per forward pass
+    occlusion_batch: usize = 16, Rule::AtLeast(1), startup;
+    /// publish explanations and predicted motion but no commands
+    dry_run: bool = false, Rule::Any, startup;
+}
+
+/// Parameters every ROS node has; accepted without being ours.
+const ROS_PARAMETERS: &[&str] = &["use_sim_time", "start_type_description_service"];
+
+fn read_param<T: ParamType>(params: &Params, name: &str, default: T, rule: Rule) -> Result<T> {
+    let Some(v) = params.get(name) else { return Ok(default) };
+    rule.check(v).map_err(|why| Error::param(name, v, why))?;
+    T::from_value(v).map_err(|why| Error::param(name, v, why))
+}
+
+impl Config {
+    /// Reads and validates the configuration. Missing parameters take their defaults;
+    /// every error names the parameter and the value. Returns the names of parameters
+    /// that were set but are not ours (most likely typos), for the caller to warn about.
+    pub fn from_params(params: &Params) -> Result<(Config, Vec<String>)> {
+        let cfg = Config::read(params)?;
+        cfg.validate()?;
+        let unknown = params
+            .keys()
+            .filter(|k| !PARAMETERS.iter().any(|p| p.name == k.as_str()) && !ROS_PARAMETERS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        Ok((cfg, unknown))
+    }
+
+    /// [`Config::from_params`], warning about each parameter that is not ours.
+    pub fn load(params: &Params) -> Result<Config> {
+        let (cfg, unknown) = Config::from_params(params)?;
+        for name in unknown {
+            tracing::warn!(parameter = name, "unknown parameter ignored (a typo?)");
+        }
+        Ok(cfg)
+    }
+
+    /// Checks between parameters.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.joint_names.len();
+        for (name, v) in [
+            ("joint_lower_limits", &self.joint_lower_limits),
+            ("joint_upper_limits", &self.joint_upper_limits),
+            ("max_step_per_tick", &self.max_step_per_tick),
+        ] {
+            if v.len() != n {
+                return Err(Error::param(
+                    name,
+                    format!("{v:?}"),
+                    format!("needs one value per joint ({n} joints in joint_names)"),
+                ));
+            }
+        }
+        for (i, name) in self.joint_names.iter().enumerate() {
+            let (lo, hi) = (self.joint_lower_limits[i], self.joint_upper_limits[i]);
+            if lo >= hi {
+                return Err(Error::param(
+                    "joint_lower_limits",
+                    format!("{:?}", self.joint_lower_limits),
+                    format!("joint `{name}`: lower limit {lo} is not below upper limit {hi}"),
+                ));
+            }
+            if self.max_step_per_tick[i] <= 0.0 {
+                return Err(Error::param(
+                    "max_step_per_tick",
+                    format!("{:?}", self.max_step_per_tick),
+                    format!("joint `{name}`: must be > 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The declaration of parameter `name`.
+    pub fn spec(name: &str) -> Option<&'static ParamSpec> {
+        PARAMETERS.iter().find(|p| p.name == name)
+    }
+
+    /// Applies a run-time change of a `runtime` parameter, validated as at start-up.
+    pub fn with_runtime_change(&self, name: &str, value: &ParamValue) -> Result<Config> {
+        if !Config::spec(name).is_some_and(|p| p.runtime) {
+            return Err(Error::param(name, value, "takes effect only when the node restarts"));
+        }
+        let mut p = self.to_params();
+        p.insert(name.to_owned(), value.clone());
+        Ok(Config::from_params(&p)?.0)
+    }
+
+    /// The chosen smoother with its weight.
+    pub fn smoothing(&self) -> Smoothing {
+        match self.smoothing {
+            SmoothingKind::TemporalEnsemble => Smoothing::TemporalEnsemble { m: self.ensemble_m },
+            SmoothingKind::Exponential => Smoothing::Exponential { alpha: self.exponential_alpha },
+            SmoothingKind::None => Smoothing::None,
+        }
+    }
+
+    /// This configuration with smoother `s` (and its weight).
+    pub fn with_smoothing(mut self, s: Smoothing) -> Config {
+        match s {
+            Smoothing::TemporalEnsemble { m } => (self.smoothing, self.ensemble_m) = (SmoothingKind::TemporalEnsemble, m),
+            Smoothing::Exponential { alpha } => (self.smoothing, self.exponential_alpha) = (SmoothingKind::Exponential, alpha),
+            Smoothing::None => self.smoothing = SmoothingKind::None,
+        }
+        self
+    }
+
+    /// Control period in nanoseconds.
+    pub fn control_period_ns(&self) -> i64 {
+        (1e9 / self.control_rate_hz).round() as i64
+    }
+}
+
+/// Seconds to nanoseconds.
+pub fn secs_to_ns(s: f64) -> i64 {
+    (s * 1e9).round() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yaml::params_from_yaml;
+    use super::*;
+
+    fn with(name: &str, v: ParamValue) -> Params {
+        let mut p = Params::new();
+        p.insert(name.into(), v);
+        p
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let (cfg, unknown) = Config::from_params(&Params::new()).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert!(unknown.is_empty());
+        let (again, unknown) = Config::from_params(&cfg.to_params()).unwrap();
+        assert_eq!(again, cfg);
+        assert!(unknown.is_empty());
+        // Every declared parameter is part of to_params, and nothing else.
+        let names: Vec<_> = cfg.to_params().into_keys().collect();
+        let mut declared: Vec<_> = PARAMETERS.iter().map(|p| p.name.to_string()).collect();
+        declared.sort();
+        assert_eq!(names, declared);
+    }
+
+    #[test]
+    fn the_shipped_yaml_documents_every_parameter() {
+        let text = include_str!("../../../config/controller.yaml");
+        let mut keys: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("    ") && !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.trim().split_once(':').map(|(k, _)| k))
+            .collect();
+        keys.sort();
+        let mut declared: Vec<&str> = PARAMETERS.iter().map(|p| p.name).collect();
+        declared.sort();
+        assert_eq!(keys, declared);
+    }
+
+    #[test]
+    fn the_shipped_yaml_parses_to_the_defaults() {
+        let params = params_from_yaml(include_str!("../../../config/controller.yaml"), "vla_controller").unwrap();
+        let (cfg, unknown) = Config::from_params(&params).unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn errors_name_parameter_and_value() {
+        let e = Config::from_params(&with("control_rate_hz", ParamValue::Double(-5.0)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control_rate_hz") && e.contains("-5"), "{e}");
+
+        let e = Config::from_params(&with("device", ParamValue::String("tpu".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("device") && e.contains("tpu"), "{e}");
+
+        let e = Config::from_params(&with("thread_priority", ParamValue::Integer(100)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("thread_priority") && e.contains("1-99"), "{e}");
+
+        let e = Config::from_params(&with("smoothing", ParamValue::Integer(3)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("smoothing") && e.contains("string"), "{e}");
+
+        let e = Config::from_params(&with(
+            "joint_lower_limits",
+            ParamValue::DoubleArray(vec![0.0; 3]),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("joint_lower_limits") && e.contains("one value per joint"), "{e}");
+
+        let e = Config::from_params(&with(
+            "camera_names",
+            ParamValue::StringArray(vec!["main".into(), "main".into()]),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("camera_names") && e.contains("twice"), "{e}");
+
+        let e = Config::from_params(&with("sync_queue_size", ParamValue::Integer(0)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sync_queue_size") && e.contains(">= 1"), "{e}");
+    }
+
+    #[test]
+    fn crossed_limits_are_refused() {
+        let mut p = with("joint_lower_limits", ParamValue::DoubleArray(vec![0.0; 6]));
+        p.insert("joint_upper_limits".into(), ParamValue::DoubleArray(vec![1.0, 1.0, -1.0, 1.0, 1.0, 1.0]));
+        let e = Config::from_params(&p).unwrap_err().to_string();
+        assert!(e.contains("elbow") && e.contains("lower limit 0"), "{e}");
+    }
+
+    #[test]
+    fn smoothing_choice_reads_its_own_parameter() {
+        let mut p = with("smoothing", ParamValue::String("exponential".into()));
+        p.insert("exponential_alpha".into(), ParamValue::Double(0.25));
+        let (cfg, _) = Config::from_params(&p).unwrap();
+        assert_eq!(cfg.smoothing(), Smoothing::Exponential { alpha: 0.25 });
+        p.insert("exponential_alpha".into(), ParamValue::Double(1.5));
+        assert!(Config::from_params(&p).is_err());
+    }
+
+    #[test]
+    fn runtime_changes_are_validated_and_limited_to_runtime_parameters() {
+        let cfg = Config::default();
+        let c = cfg.with_runtime_change("attention_threshold", &ParamValue::Double(0.5)).unwrap();
+        assert_eq!(c.attention_threshold, 0.5);
+        let c = cfg.with_runtime_change("explanation_method", &ParamValue::String("policy_attention".into())).unwrap();
+        assert_eq!(c.explanation_method, Method::PolicyAttention);
+        let e = cfg.with_runtime_change("activation_alpha", &ParamValue::Double(1.5)).unwrap_err().to_string();
+        assert!(e.contains("activation_alpha") && e.contains("[0, 1]"), "{e}");
+        let e = cfg.with_runtime_change("control_rate_hz", &ParamValue::Double(10.0)).unwrap_err().to_string();
+        assert!(e.contains("restarts"), "{e}");
+    }
+
+    #[test]
+    fn unknown_parameters_are_reported_not_fatal() {
+        let mut p = with("contrl_rate_hz", ParamValue::Double(10.0));
+        p.insert("use_sim_time".into(), ParamValue::Bool(true));
+        let (_, unknown) = Config::from_params(&p).unwrap();
+        assert_eq!(unknown, vec!["contrl_rate_hz".to_string()]);
+    }
+
+    #[test]
+    fn integers_are_accepted_for_numbers_and_devices_parse() {
+        let (cfg, _) = Config::from_params(&with("control_rate_hz", ParamValue::Integer(100))).unwrap();
+        assert_eq!(cfg.control_rate_hz, 100.0);
+        assert_eq!(cfg.control_period_ns(), 10_000_000);
+        assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));
+        assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
+        assert_eq!(Device::parse("cuda:x"), None);
+    }
+
+    #[test]
+    fn the_table_describes_every_parameter_in_one_line() {
+        for p in PARAMETERS {
+            assert!(!p.description.is_empty() && !p.description.starts_with(' ') && !p.description.contains('\n'), "{p:?}");
+        }
+        let runtime: Vec<&str> = PARAMETERS.iter().filter(|p| p.runtime).map(|p| p.name).collect();
+        assert_eq!(runtime, ["attention_threshold", "activation_alpha", "explain_rate_hz", "explanation_method"]);
+        assert_eq!(Config::spec("device").unwrap().ros_type, "string");
+        assert_eq!(Config::spec("joint_lower_limits").unwrap().ros_type, "double array");
+    }
+}

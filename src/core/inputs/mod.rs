@@ -1,0 +1,102 @@
+//! The node's inputs as plain values: camera images ([`image`]: decoding and resizing to
+//! the policy's input), joint states ([`joints`]: matched by name, paired by stamp) and
+//! instructions ([`tokenizer`]).
+
+pub mod image;
+pub mod joints;
+pub mod tokenizer;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use self::image::{decode_resize, ImageError, RawImage};
+use crate::core::config::Config;
+use crate::core::contract::PolicyMeta;
+
+/// Decodes camera images to the policy's input size. Holds no state, so the node can run
+/// it outside any lock, on the thread that received the image.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageDecoder {
+    expected: (u32, u32),
+    out_w: usize,
+    out_h: usize,
+}
+
+impl ImageDecoder {
+    pub fn new(cfg: &Config, meta: &PolicyMeta) -> Self {
+        ImageDecoder { expected: (cfg.image_width, cfg.image_height), out_w: meta.image_width, out_h: meta.image_height }
+    }
+
+    pub fn decode(&self, raw: &RawImage<'_>) -> Result<Vec<u8>, ImageError> {
+        let mut out = Vec::new();
+        decode_resize(raw, self.expected, self.out_w, self.out_h, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// A camera image as it arrived, kept with the observation so that explanations can
+/// draw on it at full size.
+#[derive(Debug, Clone)]
+pub struct CameraImage {
+    pub stamp: i64,
+    pub frame_id: String,
+    pub width: u32,
+    pub height: u32,
+    pub encoding: String,
+    pub step: u32,
+    pub data: Pixels,
+}
+
+/// The bytes of an image: a vector, or the buffer a middleware received them in, kept
+/// as it is (the node keeps the taken message, so a 0.9 MB image is not copied once
+/// more on its way to the decoder).
+#[derive(Clone)]
+pub struct Pixels(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl Pixels {
+    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
+        Pixels(Arc::new(bytes))
+    }
+}
+
+impl From<Vec<u8>> for Pixels {
+    fn from(bytes: Vec<u8>) -> Self {
+        Pixels::new(bytes)
+    }
+}
+
+impl std::ops::Deref for Pixels {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl fmt::Debug for Pixels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pixels({} bytes)", self.len())
+    }
+}
+
+impl CameraImage {
+    pub fn raw(&self) -> RawImage<'_> {
+        RawImage { width: self.width, height: self.height, encoding: &self.encoding, step: self.step, data: &self.data }
+    }
+
+    /// The image as RGB at its own size: the message's own buffer when it is already
+    /// tightly packed rgb8 (no copy), otherwise converted.
+    pub fn rgb(&self) -> Result<::image::ImageBuffer<::image::Rgb<u8>, Cow<'_, [u8]>>, ImageError> {
+        let data = if self.encoding == "rgb8" && self.step == self.width * 3 && self.data.len() == (self.step * self.height) as usize {
+            Cow::Borrowed(&self.data[..])
+        } else {
+            let mut out = Vec::new();
+            let (w, h) = (self.width as usize, self.height as usize);
+            decode_resize(&self.raw(), (self.width, self.height), w, h, &mut out)?;
+            Cow::Owned(out)
+        };
+        // Exactly width x height x 3 bytes: checked above, or written so by decode_resize.
+        Ok(::image::ImageBuffer::from_raw(self.width, self.height, data).expect("w x h x 3 bytes"))
+    }
+}

@@ -1,0 +1,24 @@
+//! The pipeline without ROS, libtorch or files: plain values in, plain values out, so
+//! that the live node and the bag replay run the very same code and its tests need
+//! neither a ROS prefix nor libtorch.
+//!
+//! - [`config`]: every parameter, declared once, typed and validated;
+//! - [`inputs`]: camera images to the policy's input, joint states by name, the
+//!   tokenizer;
+//! - [`sync`]: ApproximateTime synchronization of the cameras;
+//! - [`control`]: chunks to one action per tick (smoothing), and the safety filter;
+//! - [`contract`]: a policy's metadata, checked against the contract and the
+//!   configuration;
+//! - [`pipeline`]: all of the above as one state machine, reporting what it did as
+//!   events;
+//! - [`stats`]: the counters those events become;
+//! - [`topics`]: every topic name and message type of the node.
+
+pub mod config;
+pub mod contract;
+pub mod control;
+pub mod inputs;
+pub mod pipeline;
+pub mod stats;
+pub mod sync;
+pub mod topics;

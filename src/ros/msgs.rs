@@ -1,0 +1,223 @@
+//! Core values to ROS messages and back: one place for both adapters, the live node
+//! (which publishes them) and the bag replay (which serializes them into a rosbag2 file).
+
+use std::time::Duration;
+
+use r2r::{
+    builtin_interfaces::msg::{Duration as RosDuration, Time},
+    diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue},
+    sensor_msgs::msg::{Image, JointState},
+    std_msgs::msg::{Float64MultiArray, Header},
+    trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint},
+    vla_controller_msgs::msg::{ActivationGrid, InferenceTiming, TokenAttention},
+    WrappedTypesupport,
+};
+
+use crate::core::config::CommandType;
+use crate::core::inputs::CameraImage;
+use crate::core::pipeline::Observation;
+use crate::core::topics::{OutputTopic, NODE_NAME};
+use crate::driver::{Output, Status};
+use crate::explain::Explanation;
+
+/// A builtin_interfaces/Time's fields as nanoseconds.
+pub fn time_ns(sec: i32, nanosec: u32) -> i64 {
+    sec as i64 * 1_000_000_000 + nanosec as i64
+}
+
+pub fn stamp_ns(t: &Time) -> i64 {
+    time_ns(t.sec, t.nanosec)
+}
+
+pub fn ns_to_time(ns: i64) -> Time {
+    Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+}
+
+pub fn header(ns: i64, frame_id: &str) -> Header {
+    Header { stamp: ns_to_time(ns), frame_id: frame_id.to_owned() }
+}
+
+/// The stages of one inference, on the system clock: when the camera set was received,
+/// queued for inference, taken by the inference thread and turned into a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkTiming {
+    /// The camera set's stamp.
+    pub source: i64,
+    pub received: i64,
+    pub queued: i64,
+    pub started: i64,
+    pub finished: i64,
+}
+
+/// The image with its pixel buffer moved, not copied.
+pub fn camera_image(msg: Image) -> CameraImage {
+    CameraImage {
+        stamp: stamp_ns(&msg.header.stamp),
+        frame_id: msg.header.frame_id,
+        width: msg.width,
+        height: msg.height,
+        encoding: msg.encoding,
+        step: msg.step,
+        data: msg.data.into(),
+    }
+}
+
+/// Every message type the node sends.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Array(Float64MultiArray),
+    Trajectory(JointTrajectory),
+    JointState(JointState),
+    Image(Image),
+    Header(Header),
+    Tokens(TokenAttention),
+    Grid(ActivationGrid),
+    Diagnostics(DiagnosticArray),
+    Timing(InferenceTiming),
+}
+
+impl Message {
+    /// The ROS type name, `pkg/msg/Type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Message::Array(_) => "std_msgs/msg/Float64MultiArray",
+            Message::Trajectory(_) => "trajectory_msgs/msg/JointTrajectory",
+            Message::JointState(_) => "sensor_msgs/msg/JointState",
+            Message::Image(_) => "sensor_msgs/msg/Image",
+            Message::Header(_) => "std_msgs/msg/Header",
+            Message::Tokens(_) => "vla_controller_msgs/msg/TokenAttention",
+            Message::Grid(_) => "vla_controller_msgs/msg/ActivationGrid",
+            Message::Diagnostics(_) => "diagnostic_msgs/msg/DiagnosticArray",
+            Message::Timing(_) => "vla_controller_msgs/msg/InferenceTiming",
+        }
+    }
+
+    /// The message as CDR bytes, as a bag stores it.
+    pub fn to_cdr(&self) -> r2r::Result<Vec<u8>> {
+        match self {
+            Message::Array(m) => m.to_serialized_bytes(),
+            Message::Trajectory(m) => m.to_serialized_bytes(),
+            Message::JointState(m) => m.to_serialized_bytes(),
+            Message::Image(m) => m.to_serialized_bytes(),
+            Message::Header(m) => m.to_serialized_bytes(),
+            Message::Tokens(m) => m.to_serialized_bytes(),
+            Message::Grid(m) => m.to_serialized_bytes(),
+            Message::Diagnostics(m) => m.to_serialized_bytes(),
+            Message::Timing(m) => m.to_serialized_bytes(),
+        }
+    }
+}
+
+/// An output as the messages that carry it, each with its topic.
+pub fn messages(out: Output) -> Vec<(OutputTopic, Message)> {
+    match out {
+        Output::Command { stamp, positions, kind, joint_names, period_ns } => {
+            let msg = match kind {
+                CommandType::Float64MultiArray => Message::Array(command_array(positions)),
+                CommandType::JointTrajectory => {
+                    let period = Duration::from_nanos(period_ns.max(0) as u64);
+                    Message::Trajectory(command_trajectory(positions, stamp, &joint_names, period))
+                }
+            };
+            vec![(OutputTopic::Commands, msg)]
+        }
+        Output::Predicted { stamp, positions, joint_names } => {
+            vec![(OutputTopic::Predicted, Message::JointState(predicted_joint_state(stamp, &joint_names, positions)))]
+        }
+        Output::CommandSource { set_stamp } => vec![(OutputTopic::TimingCommand, Message::Header(header(set_stamp, "")))],
+        Output::Explanation { obs, explanation, threshold, camera_names } => {
+            explanation_msgs(&obs, explanation, threshold, &camera_names)
+        }
+        Output::Diagnostics(status) => vec![(OutputTopic::Diagnostics, Message::Diagnostics(diagnostics(status)))],
+    }
+}
+
+/// The stages of one inference as vla_controller_msgs/InferenceTiming.
+pub fn inference_timing(t: ChunkTiming) -> Message {
+    Message::Timing(InferenceTiming {
+        source: ns_to_time(t.source),
+        received: ns_to_time(t.received),
+        queued: ns_to_time(t.queued),
+        started: ns_to_time(t.started),
+        finished: ns_to_time(t.finished),
+    })
+}
+
+/// What forward_command_controller takes.
+pub fn command_array(positions: Vec<f64>) -> Float64MultiArray {
+    Float64MultiArray { data: positions, ..Default::default() }
+}
+
+/// What joint_trajectory_controller takes: one point, reached in one control period.
+pub fn command_trajectory(positions: Vec<f64>, now: i64, joint_names: &[String], period: Duration) -> JointTrajectory {
+    JointTrajectory {
+        header: header(now, ""),
+        joint_names: joint_names.to_vec(),
+        points: vec![JointTrajectoryPoint {
+            positions,
+            time_from_start: RosDuration { sec: 0, nanosec: period.as_nanos() as u32 },
+            ..Default::default()
+        }],
+    }
+}
+
+pub fn predicted_joint_state(now: i64, joint_names: &[String], positions: Vec<f64>) -> JointState {
+    JointState { header: header(now, ""), name: joint_names.to_vec(), position: positions, ..Default::default() }
+}
+
+/// The node's status: its state, and every counter.
+pub fn diagnostics(s: Status) -> DiagnosticArray {
+    DiagnosticArray {
+        header: header(s.stamp, ""),
+        status: vec![DiagnosticStatus {
+            level: s.level,
+            name: s.name,
+            message: s.message,
+            hardware_id: NODE_NAME.to_owned(),
+            values: s.values.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+        }],
+    }
+}
+
+pub fn image_msg(header: Header, img: image::RgbImage) -> Image {
+    let (width, height) = img.dimensions();
+    Image { header, height, width, encoding: "rgb8".into(), is_bigendian: 0, step: width * 3, data: img.into_raw() }
+}
+
+/// One explanation as messages: token weights and the language heatmap stamped with the
+/// camera set; per camera, the grid and the overlay with the source image's stamp and
+/// frame_id, so RViz lines the overlay up with the image.
+fn explanation_msgs(obs: &Observation, e: Explanation, threshold: f32, camera_names: &[String]) -> Vec<(OutputTopic, Message)> {
+    let set_header = header(obs.stamp, "");
+    let method = e.method.to_string();
+    let (rows, cols) = (e.rows as u32, e.cols as u32);
+    let mut out = vec![
+        (
+            OutputTopic::Tokens,
+            Message::Tokens(TokenAttention {
+                header: set_header.clone(),
+                instruction: obs.instruction.to_string(),
+                tokens: e.tokens,
+                weights: e.token_weights,
+                threshold,
+            }),
+        ),
+        (OutputTopic::Language, Message::Image(image_msg(set_header, e.language))),
+    ];
+    for (k, (values, overlay)) in e.grids.into_iter().zip(e.overlays).enumerate() {
+        let cam = &obs.cameras[k];
+        let h = header(cam.stamp, &cam.frame_id);
+        let grid = ActivationGrid {
+            header: h.clone(),
+            camera_name: camera_names[k].clone(),
+            method: method.clone(),
+            rows,
+            cols,
+            values,
+            feature_norms: Vec::new(),
+        };
+        out.push((OutputTopic::Grids, Message::Grid(grid)));
+        out.push((OutputTopic::Overlay(k), Message::Image(image_msg(h, overlay))));
+    }
+    out
+}

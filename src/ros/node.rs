@@ -1,0 +1,443 @@
+//! The live node: the [`Driver`]'s steps scheduled on threads and timers, its outputs
+//! published. Three activities are kept apart so that none can delay another:
+//!
+//! - receiving: the thread that spins r2r decodes camera images (outside any lock) and
+//!   feeds them and joint states to the pipeline; completed observations go to a
+//!   one-place slot where the newest wins;
+//! - inference: a dedicated thread takes the newest observation, runs the policy, and
+//!   hands the chunk to the pipeline; at most one inference is in flight;
+//! - control: a timer at the control rate asks the pipeline for this tick's command and
+//!   publishes it.
+//!
+//! Explanations run on a thread of their own at normal priority; the instruction, /clock,
+//! parameters and timers run on a small tokio runtime.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::{FutureExt, StreamExt};
+use r2r::{
+    rosgraph_msgs::msg::Clock as ClockMsg,
+    sensor_msgs::msg::{Image, JointState},
+    std_msgs::msg::String as RosString,
+    QosProfile,
+};
+
+use super::msgs::{self, ChunkTiming};
+use super::native::camera_image_native;
+use super::params::{self, lock_live, LiveConfig};
+use super::publishers::Publishers;
+use super::threads::{set_reception_thread_priority, set_thread_priority, wall_ns, LatestSlot};
+use crate::core::config::{Config, Params};
+use crate::core::pipeline::{Observation, Pipeline};
+use crate::core::stats;
+use crate::core::topics::{self, OutputTopic, NODE_NAME};
+use crate::driver::{Driver, Output};
+use crate::explain::Settings;
+use crate::policy::{PolicyOutput, PolicyRunner};
+
+/// The ROS side of the node before it runs: the r2r node and the parameters it was
+/// started with (parameters files and `-p` from `--ros-args`).
+pub struct RosNode {
+    node: r2r::Node,
+    params: Params,
+}
+
+impl RosNode {
+    /// Initializes ROS 2 from the process's arguments and creates the node.
+    pub fn create() -> anyhow::Result<RosNode> {
+        let ctx = r2r::Context::create().context("initializing ROS 2")?;
+        let node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
+        let params = params::read(&node);
+        Ok(RosNode { node, params })
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn use_sim_time(&self) -> bool {
+        self.params.get("use_sim_time") == Some(&crate::core::config::ParamValue::Bool(true))
+    }
+}
+
+/// A complete observation on its way to the inference thread, with the wall-clock times
+/// of its stages so far (for `~/timing/chunk`).
+struct Queued {
+    obs: Observation,
+    /// The message that completed the set was taken from the middleware.
+    received: i64,
+    /// The set was handed to the inference thread.
+    queued: i64,
+}
+
+/// The node's clock: system time, or under use_sim_time the last /clock message (0 until
+/// the first arrives, as in rclcpp). Sim time is followed here rather than through
+/// r2r's TimeSource, which r2r only compiles in when its generated-bindings cache is
+/// fresh.
+#[derive(Clone)]
+enum Clock {
+    System(Arc<Mutex<r2r::Clock>>),
+    Sim(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// Now, in nanoseconds.
+    fn now(&self) -> i64 {
+        match self {
+            Clock::System(c) => c.lock().unwrap_or_else(|e| e.into_inner()).get_now().unwrap_or_default().as_nanos() as i64,
+            Clock::Sim(t) => t.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// SCHED_FIFO priorities, highest first: the control loop, receiving (with the
+/// middleware's reception threads), inference; 0 for normal priority. The explanation
+/// thread keeps normal priority, so that it can never delay a command.
+#[derive(Debug, Clone, Copy)]
+struct Priorities {
+    control: u32,
+    receive: u32,
+    inference: u32,
+}
+
+impl Priorities {
+    fn new(control: u32) -> Self {
+        let below = |n: u32| if control == 0 { 0 } else { control.saturating_sub(n).max(1) };
+        Priorities { control, receive: below(1), inference: below(2) }
+    }
+}
+
+/// What the activities share.
+#[derive(Clone)]
+struct Shared {
+    driver: Arc<Driver>,
+    pipe: Arc<Mutex<Pipeline>>,
+    clock: Clock,
+    publishers: Publishers,
+    /// Complete observations for the inference thread (newest wins).
+    observations: Arc<LatestSlot<Queued>>,
+    /// Inferences for the explanation thread (newest wins).
+    explanations: Arc<LatestSlot<(Observation, PolicyOutput)>>,
+    live: Arc<Mutex<LiveConfig>>,
+    running: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn publish(&self, out: Output) {
+        for (topic, msg) in msgs::messages(out) {
+            self.publishers.publish(topic, &msg);
+        }
+    }
+}
+
+/// Runs the node with `cfg` and a policy checked against it until `shutdown` completes.
+pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let use_sim_time = ros.use_sim_time();
+    let mut node = ros.node;
+    params::declare(&node, &cfg);
+    let priorities = Priorities::new(cfg.thread_priority);
+    if priorities.control > 0 {
+        tracing::info!(control = priorities.control, receive = priorities.receive, inference = priorities.inference, "SCHED_FIFO priorities");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(move || set_thread_priority(priorities.control, "control"))
+        .enable_all()
+        .build()?;
+    let _enter = rt.enter();
+
+    let shared = Shared {
+        pipe: Arc::new(Mutex::new(Pipeline::new(&cfg, policy.meta()))),
+        driver: Arc::new(Driver::new(&cfg, policy, &node.fully_qualified_name()?)),
+        clock: clock(&mut node, &rt, use_sim_time)?,
+        publishers: Publishers::new(&mut node, &cfg)?,
+        observations: Arc::new(LatestSlot::new()),
+        explanations: Arc::new(LatestSlot::new()),
+        live: Arc::new(Mutex::new(LiveConfig(cfg.clone()))),
+        running: Arc::new(AtomicBool::new(true)),
+    };
+    serve_parameters(&mut node, &rt, &shared.live)?;
+    let receivers = subscribe_inputs(&mut node, &rt, &shared, &cfg)?;
+    let explainer = spawn_explainer(&shared)?;
+    let inference = spawn_inference(&shared, priorities.inference)?;
+    let state_changed = Arc::new(tokio::sync::Notify::new());
+    spawn_control(&rt, &shared, &cfg, state_changed.clone());
+    spawn_diagnostics(&rt, &shared, &cfg, state_changed);
+    tracing::info!(cameras = ?cfg.camera_names, control_rate_hz = cfg.control_rate_hz, command = "joint_commands", "vla_controller running");
+
+    if priorities.receive > 0 {
+        let n = set_reception_thread_priority(priorities.receive);
+        tracing::debug!(threads = n, priority = priorities.receive, "middleware reception threads");
+    }
+    let spinner = spawn_spinner(node, receivers, shared.running.clone(), priorities.receive)?;
+
+    rt.block_on(shutdown);
+    tracing::info!("shutting down");
+    // Stop the timers and subscriptions first, so nothing publishes while the rest stops.
+    drop(_enter);
+    rt.shutdown_timeout(Duration::from_millis(200));
+    shared.running.store(false, Ordering::Relaxed);
+    shared.observations.close();
+    shared.explanations.close();
+    for (name, thread) in [("ros-spin", spinner), ("inference", inference), ("explain", explainer)] {
+        if thread.join().is_err() {
+            tracing::error!(thread = name, "thread panicked");
+        }
+    }
+    Ok(())
+}
+
+/// The node's clock; under use_sim_time, /clock is followed on the runtime.
+fn clock(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, use_sim_time: bool) -> anyhow::Result<Clock> {
+    if !use_sim_time {
+        return Ok(Clock::System(node.get_ros_clock()));
+    }
+    let t = Arc::new(AtomicI64::new(0));
+    // Best effort, depth 1, as rclcpp's clock QoS: also matches reliable publishers.
+    let mut sub = node.subscribe::<ClockMsg>(topics::CLOCK, QosProfile::sensor_data().keep_last(1))?;
+    let tt = t.clone();
+    rt.spawn(async move {
+        while let Some(msg) = sub.next().await {
+            tt.store(msgs::stamp_ns(&msg.clock), Ordering::Release);
+        }
+    });
+    tracing::info!("use_sim_time: following /clock");
+    Ok(Clock::Sim(t))
+}
+
+/// Parameter services (list/get/set/describe); run-time parameters can be changed while
+/// running, the others are refused with the reason.
+fn serve_parameters(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, live: &Arc<Mutex<LiveConfig>>) -> anyhow::Result<()> {
+    let (server, mut events) = node.make_derived_parameter_handler(live.clone())?;
+    rt.spawn(server);
+    rt.spawn(async move {
+        while let Some((name, value)) = events.next().await {
+            tracing::info!(parameter = name, ?value, "parameter changed");
+        }
+    });
+    Ok(())
+}
+
+/// What the spin thread runs after each spin: takes the messages a subscription holds.
+type Receiver = Box<dyn FnMut() + Send>;
+
+/// Subscribes to the inputs. Cameras and joint states are handled in the thread that
+/// spins r2r, right after the take (as rclcpp's executors run callbacks): no wake-up of
+/// another thread lies between a message's arrival and its decoding, and r2r's
+/// per-subscription channel is drained after every spin, so it never fills and drops.
+/// The instruction is handled on the runtime.
+fn subscribe_inputs(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
+    let mut receivers: Vec<Receiver> = Vec::new();
+    // Cameras: best effort (sensor data), which also accepts reliable publishers.
+    for (i, name) in cfg.camera_names.iter().enumerate() {
+        let mut sub = SpinThreadOnly(node.subscribe_native::<Image>(&topics::camera(name), QosProfile::sensor_data())?);
+        let s = shared.clone();
+        receivers.push(Box::new(move || {
+            while let Some(msg) = sub.try_next() {
+                let (now, received) = (s.clock.now(), wall_ns());
+                let image = Arc::new(camera_image_native(msg));
+                for obs in s.driver.image(&s.pipe, i, image, now) {
+                    if s.observations.put(Queued { obs, received, queued: wall_ns() }).is_some() {
+                        stats::lock(s.driver.stats()).observations_superseded += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let mut sub = node.subscribe::<JointState>(topics::JOINT_STATES, QosProfile::sensor_data().keep_last(20))?;
+    let s = shared.clone();
+    receivers.push(Box::new(move || {
+        while let Some(msg) = try_next(&mut sub) {
+            let now = s.clock.now();
+            s.driver.joint_state(&s.pipe, msgs::stamp_ns(&msg.header.stamp), now, &msg.name, &msg.position);
+        }
+    }));
+
+    // Two subscriptions: a transient-local one, so that a node started after the
+    // instruction was sent (by a transient-local publisher) still receives it, and a
+    // volatile one, because DDS does not match a volatile publisher (the default of
+    // rclpy and rclcpp) with a transient-local subscription. A message from a
+    // transient-local publisher arrives through both and is taken once.
+    let latched = node.subscribe::<RosString>(topics::INSTRUCTION, QosProfile::default().keep_last(1).transient_local())?;
+    let volatile = node.subscribe::<RosString>(topics::INSTRUCTION, QosProfile::default().keep_last(10))?;
+    let mut both = futures::stream::select(latched.map(|m| (m, true)), volatile.map(|m| (m, false)));
+    let s = shared.clone();
+    rt.spawn(async move {
+        let mut merge = InstructionMerge::default();
+        while let Some((msg, via_latched)) = both.next().await {
+            if !merge.is_duplicate(&msg.data, via_latched, Instant::now()) {
+                s.driver.instruction(&s.pipe, &msg.data);
+            }
+        }
+    });
+    Ok(receivers)
+}
+
+/// Explanations, on their own thread at their own rate, newest inference first.
+fn spawn_explainer(shared: &Shared) -> std::io::Result<JoinHandle<()>> {
+    let s = shared.clone();
+    std::thread::Builder::new().name("explain".into()).spawn(move || {
+        while let Some((obs, out)) = s.explanations.take() {
+            let (settings, rate) = {
+                let c = &lock_live(&s.live).0;
+                (Settings::from_config(c), c.explain_rate_hz)
+            };
+            let t0 = Instant::now();
+            if let Some(output) = s.driver.explain(obs, &out, &settings) {
+                if !s.running.load(Ordering::Relaxed) {
+                    break;
+                }
+                s.publish(output);
+            }
+            // At most `rate` a second; meanwhile newer inferences replace older ones.
+            if let Some(rest) = Duration::from_secs_f64(1.0 / rate).checked_sub(t0.elapsed()) {
+                std::thread::sleep(rest);
+            }
+        }
+    })
+}
+
+/// Inference, off the async reactor: the newest observation, one at a time. Each chunk's
+/// stages go out on `~/timing/chunk`, so that a benchmark can measure input-to-chunk
+/// latency from outside (benches/e2e.py).
+fn spawn_inference(shared: &Shared, priority: u32) -> std::io::Result<JoinHandle<()>> {
+    let s = shared.clone();
+    std::thread::Builder::new().name("inference".into()).spawn(move || {
+        set_thread_priority(priority, "inference");
+        while let Some(Queued { obs, received, queued }) = s.observations.take() {
+            let started = wall_ns();
+            let result = s.driver.infer(&obs);
+            s.driver.apply(&s.pipe, &obs, &result);
+            if let Ok(out) = result {
+                let finished = wall_ns();
+                tracing::debug!(
+                    stamp_to_received_ms = (received - obs.stamp) as f64 / 1e6,
+                    decode_and_sync_ms = (queued - received) as f64 / 1e6,
+                    handoff_ms = (started - queued) as f64 / 1e6,
+                    forward_ms = (finished - started) as f64 / 1e6,
+                    "inference"
+                );
+                let timing = ChunkTiming { source: obs.stamp, received, queued, started, finished };
+                s.publishers.publish(OutputTopic::TimingChunk, &msgs::inference_timing(timing));
+                s.explanations.put((obs, out));
+            }
+        }
+    })
+}
+
+/// The control loop: one tick every control period. A change of state wakes the
+/// diagnostics at once, not only at the next periodic status.
+fn spawn_control(rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config, state_changed: Arc<tokio::sync::Notify>) {
+    let s = shared.clone();
+    let period = Duration::from_nanos(cfg.control_period_ns() as u64);
+    rt.spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut outputs = Vec::new();
+        loop {
+            interval.tick().await;
+            if s.driver.tick(&s.pipe, s.clock.now(), &mut outputs).is_some() {
+                state_changed.notify_one();
+            }
+            for out in outputs.drain(..) {
+                s.publish(out);
+            }
+        }
+    });
+}
+
+/// /diagnostics at `diagnostics_rate_hz`, and at once when the state changes.
+fn spawn_diagnostics(rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config, state_changed: Arc<tokio::sync::Notify>) {
+    let s = shared.clone();
+    let every = Duration::from_secs_f64(1.0 / cfg.diagnostics_rate_hz);
+    rt.spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = state_changed.notified() => {}
+            }
+            s.publish(s.driver.diagnostics(&s.pipe, s.clock.now()));
+        }
+    });
+}
+
+/// Spins r2r's executor in its own thread, handling cameras and joint states after each
+/// spin; a short timeout keeps the shutdown prompt (messages wake the wait at once).
+fn spawn_spinner(node: r2r::Node, mut receivers: Vec<Receiver>, running: Arc<AtomicBool>, priority: u32) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("ros-spin".into()).spawn(move || {
+        let mut node = node;
+        set_thread_priority(priority, "receive");
+        while running.load(Ordering::Relaxed) {
+            node.spin_once(Duration::from_millis(5));
+            for receive in &mut receivers {
+                receive();
+            }
+        }
+    })
+}
+
+/// A stream of r2r's native messages, which are not `Send`: it is moved to the thread
+/// that spins the node before the first spin, and only that thread takes messages
+/// (during the spin) and receives them from the stream.
+struct SpinThreadOnly<S>(S);
+
+// SAFETY: nothing is in the stream's channel before the first spin, and from then on
+// one thread alone puts messages in and takes them out.
+unsafe impl<S> Send for SpinThreadOnly<S> {}
+
+impl<S: futures::Stream + Unpin> SpinThreadOnly<S> {
+    fn try_next(&mut self) -> Option<S::Item> {
+        try_next(&mut self.0)
+    }
+}
+
+/// The next message a subscription's stream already holds, without waiting.
+fn try_next<S: futures::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    stream.next().now_or_never().flatten()
+}
+
+/// Recognizes the second copy of one instruction message, delivered through the other of
+/// the two instruction subscriptions.
+#[derive(Default)]
+struct InstructionMerge {
+    last: Option<(String, bool, Instant)>,
+}
+
+impl InstructionMerge {
+    /// Both copies arrive within a few milliseconds; half a second is ample and still
+    /// far below how often anyone re-sends an instruction.
+    const WINDOW: Duration = Duration::from_millis(500);
+
+    fn is_duplicate(&mut self, text: &str, via_latched: bool, now: Instant) -> bool {
+        let duplicate = matches!(&self.last,
+            Some((t, l, at)) if t == text && *l != via_latched && now.duration_since(*at) < Self::WINDOW);
+        self.last = if duplicate { None } else { Some((text.to_owned(), via_latched, now)) };
+        duplicate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_copies_from_the_two_subscriptions_count_once() {
+        let mut m = InstructionMerge::default();
+        let t = Instant::now();
+        assert!(!m.is_duplicate("go", true, t));
+        assert!(m.is_duplicate("go", false, t + Duration::from_millis(3)));
+        // A third delivery is a new message (the same text sent again).
+        assert!(!m.is_duplicate("go", false, t + Duration::from_millis(5)));
+        // Same subscription twice: two messages.
+        assert!(!m.is_duplicate("go", false, t + Duration::from_millis(6)));
+        // Different text, or too late: not a copy.
+        assert!(!m.is_duplicate("stop", true, t + Duration::from_millis(7)));
+        assert!(!m.is_duplicate("stop", false, t + Duration::from_secs(2)));
+    }
+}
