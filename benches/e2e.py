@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -37,8 +35,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(102, 200)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
@@ -52,16 +48,14 @@ from std_msgs.msg import Float64MultiArray, Header, String  # noqa: E402
 from vla_controller_msgs.msg import InferenceTiming  # noqa: E402
 
 from vla_demo import scene as sc  # noqa: E402
+from vla_demo.node_process import DEMO_POLICY as POLICY, PARAMS, ROOT, NodeProcess, node_command  # noqa: E402
 from vla_demo.ros_peers import LATCHED, RELIABLE, image_msg  # noqa: E402
 
-PARAMS = ROOT / "config" / "controller.yaml"
-POLICY = ROOT / "policy" / "demo_policy.pt"
 START = [0.0, 1.2, -1.8, -0.9, 0.0, 0.04]
 # The same work for both: explanations from the policy's own maps at 5 Hz.
 COMMON = ["-p", f"policy_path:={POLICY}", "-p", "explain_rate_hz:=5.0"]
 NODES = {
-    "rust": [str(ROOT / "target/release/vla_controller"), "--ros-args", "--params-file", str(PARAMS), *COMMON,
-             "-p", "explanation_method:=policy_attention"],
+    "rust": node_command(*COMMON, "-p", "explanation_method:=policy_attention"),
     "python": [sys.executable, str(ROOT / "benches/baseline/vla_baseline_node.py"), "--ros-args", "--params-file",
                str(PARAMS), *COMMON],
 }
@@ -169,8 +163,7 @@ class Bench:
 
 
 def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
-    log = open(ROOT / "target" / f"bench-e2e-{name}.log", "w")
-    proc = subprocess.Popen(NODES[name], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = NodeProcess(NODES[name], log=ROOT / "target" / f"bench-e2e-{name}.log")
     bench.reset()
     bench.instr.publish(String(data="move above the red block"))
     deadline = time.monotonic() + 60
@@ -193,17 +186,13 @@ def run_once(name: str, bench: Bench, frames: int, warmup: int) -> dict:
                 if measuring_from is not None and bench.sets - first_set >= frames:
                     break
             if measuring_from is None and now > deadline:
-                proc.kill()
+                proc.stop()
                 raise RuntimeError(f"{name}: no chunk within 60 s; see target/bench-e2e-{name}.log")
         time.sleep(max(0.0, min(t_next, j_next) - time.monotonic()))
     end_feed = time.time_ns()
     time.sleep(1.5)  # let the last chunks, commands and diagnostics (1 Hz) arrive
     cpu, rss = proc_usage(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    proc.stop()
     with bench.lock:
         sets = {s: t for s, t in bench.published.items() if s >= measuring_from}
         to_chunk = [(bench.chunk[s] - t) / 1e6 for s, t in sets.items() if s in bench.chunk]

@@ -32,10 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 from vla_demo import scene as S  # noqa: E402
+from vla_demo.node_process import DEMO_POLICY  # noqa: E402
 
 FACTOR = 5
 
@@ -161,7 +159,7 @@ def table(res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", type=Path, default=HERE.parent / "policy" / "demo_policy.pt")
+    ap.add_argument("--policy", type=Path, default=DEMO_POLICY)
     ap.add_argument("--scenes", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1000, help="held out: training uses other seeds")
     ap.add_argument("--json", type=Path, default=None, help="write the results here as JSON")

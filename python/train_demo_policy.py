@@ -25,12 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 from vla_demo import scene as S  # noqa: E402
+from vla_demo.node_process import DEMO_POLICY  # noqa: E402
 from vla_demo.model import DemoPolicy  # noqa: E402
-from check_policy import check_policy  # noqa: E402
+from vla_demo.check_policy import check_policy  # noqa: E402
 
 DOWNSAMPLE = 5
 IMG_H, IMG_W = 480 // DOWNSAMPLE, 640 // DOWNSAMPLE  # 96 x 128
@@ -188,7 +186,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=HERE.parent / "policy" / "demo_policy.pt")
+    ap.add_argument("--out", type=Path, default=DEMO_POLICY)
     ap.add_argument("--scenes", type=int, default=12000, help="rendered training scenes")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)

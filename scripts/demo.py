@@ -19,21 +19,17 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-import faithfulness  # noqa: E402
-from vla_demo import bags  # noqa: E402
+from vla_demo import bags, faithfulness  # noqa: E402
+from vla_demo.node_process import BIN, ROOT, NodeProcess  # noqa: E402
 from vla_demo import scene as sc  # noqa: E402
 from vla_demo.png import write_png  # noqa: E402
 from vla_demo.ros_peers import Peers, Recorder, ScenePublisher, SimArm  # noqa: E402
@@ -63,11 +59,7 @@ def main() -> int:
     rec.attach(peers.node)
     peers.start()
 
-    log = open(ROOT / "target" / "demo-node.log", "w")
-    node = subprocess.Popen(
-        [str(ROOT / "target/release/vla_controller"), "--ros-args", "--params-file", str(ROOT / "config/controller.yaml")],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
+    node = NodeProcess.node(log=ROOT / "target" / "demo-node.log")
     print(f"Started vla_controller (pid {node.pid}); its log: target/demo-node.log\n")
 
     plan = [(0, "en", "move_above"), (2, "zh", "pick"), (1, "en", "put"), (3, "zh", "move_above")]
@@ -84,7 +76,7 @@ def main() -> int:
             next_print = t0
             while time.monotonic() - t0 < SECONDS_PER_INSTRUCTION:
                 if node.poll() is not None:
-                    print(f"vla_controller exited with code {node.returncode}; see target/demo-node.log")
+                    print(f"vla_controller exited with code {node.poll()}; see target/demo-node.log")
                     return 1
                 if time.monotonic() >= next_print:
                     cmds = rec.commands_since(next_print - 0.5)
@@ -106,11 +98,7 @@ def main() -> int:
             verdict = "reached" if ok else "did NOT reach"
             print(f"  -> {verdict} the {it.colour} {it.shape}: tool is {d * 100:.1f} cm from item {near}\n")
     finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        node.stop()
         st = rec.last_status()
         peers.close()
     if st is not None:
@@ -136,7 +124,7 @@ def replay(s) -> bool:
                     (1.5, sc.instruction_text(it2.colour, it2.shape, "pick", "zh"))]
     bags.write_scene_bag(bag, s, instructions, seconds=3.0)
     print(f"\nReplaying a 3 s recording of the scene ({bag.relative_to(ROOT)}, written with rosbags):")
-    r = subprocess.run([str(ROOT / "target/release/vla_controller"), "replay", str(bag), "-o", str(result),
+    r = subprocess.run([str(BIN), "replay", str(bag), "-o", str(result),
                         "--save-pngs", "3", "--quiet"], cwd=ROOT)
     print(f"Output bag: {result.relative_to(ROOT)}/ (metadata.yaml, MCAP); heatmaps in "
           f"{(result / 'explanations').relative_to(ROOT)}/")
@@ -156,7 +144,7 @@ def inspect(s, case) -> None:
     it = s.items[item]
     text = sc.instruction_text(it.colour, it.shape, verb, lang)
     print(f'\nExplaining "{text}" on the demo scene (vla_controller inspect):')
-    subprocess.run([str(ROOT / "target/release/vla_controller"), "inspect", *images,
+    subprocess.run([str(BIN), "inspect", *images,
                     "--joints", ",".join(f"{v}" for v in START), "--instruction", text, "-o", str(out)],
                    cwd=ROOT, check=True)
     explanation = json.loads((out / "explanation.json").read_text())

@@ -23,7 +23,15 @@ if [ ${#apt_needed[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_needed[@]}" >/dev/null
 fi
 
+# The project's own Python package (python/vla_demo), editable, so that tests, scripts
+# and benchmarks import it from this checkout.
+install_package() {
+  "$venv/bin/pip" install -q --no-deps -e "$root/python"
+}
+
 if [ -f "$stamp" ]; then
+  # A venv made by an older checkout, or the package installed from another folder.
+  "$venv/bin/python" -c 'import vla_demo, sys; from pathlib import Path; sys.exit(Path(vla_demo.__file__).resolve().parents[1] != Path(sys.argv[1]) / "python")' "$root" 2>/dev/null || install_package
   exit 0
 fi
 
@@ -45,5 +53,6 @@ python3 -m venv "$venv"
 # The wheels link rcl straight to Fast DDS and ship no librmw_implementation.so,
 # which r2r links against.
 ln -sf librmw_fastrtps_cpp.so "$venv/lib/librmw_implementation.so"
+install_package
 touch "$stamp"
 echo "setup: environment ready in $venv"

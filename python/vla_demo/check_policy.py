@@ -3,7 +3,7 @@
 metadata keys and values, and the dtype, shape and sums of every output for B=1 and
 B=4 (random inputs) and for the node's start-up probe (all-zero inputs).
 
-    .venv/bin/python python/check_policy.py policy/demo_policy.pt
+    .venv/bin/python -m vla_demo.check_policy policy/demo_policy.pt
 """
 
 from __future__ import annotations
@@ -75,5 +75,6 @@ def check_policy(path) -> dict:
 
 
 if __name__ == "__main__":
-    check_policy(Path(sys.argv[1]) if len(sys.argv) > 1 else
-                 Path(__file__).resolve().parent.parent / "policy" / "demo_policy.pt")
+    from .node_process import DEMO_POLICY
+
+    check_policy(Path(sys.argv[1]) if len(sys.argv) > 1 else DEMO_POLICY)

@@ -7,7 +7,7 @@ explanation code (`vla_controller inspect --batch`) and measure:
 - how often the largest token weight falls on the colour or the shape word of the
   instruction, against the chance that a token picked at random does.
 
-    python python/faithfulness.py --scenes 40 [--method occlusion] [--json out.json]
+    python -m vla_demo.faithfulness --scenes 40 [--method occlusion] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
-from vla_demo import scene as sc  # noqa: E402
-from vla_demo.png import write_png  # noqa: E402
+from . import scene as sc
+from .node_process import BIN, DEMO_POLICY, ROOT
+from .png import write_png
 
 ROWS, COLS = 12, 16
 HELD_OUT_SEED = 424242
@@ -91,8 +90,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenes", type=int, default=40)
     ap.add_argument("--method", default="occlusion", choices=["occlusion", "policy_attention"])
-    ap.add_argument("--binary", type=Path, default=ROOT / "target/release/vla_controller")
-    ap.add_argument("--policy", type=Path, default=ROOT / "policy/demo_policy.pt")
+    ap.add_argument("--binary", type=Path, default=BIN)
+    ap.add_argument("--policy", type=Path, default=DEMO_POLICY)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="vla-faithfulness-") as d:

@@ -7,18 +7,15 @@ policy/demo_policy.pt through torch. Runs under pytest or as a plain script:
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
 
-from vla_demo import scene as S  # noqa: E402
+from vla_demo import scene as S
+from vla_demo.node_process import DEMO_POLICY
 
-POLICY = ROOT / "policy" / "demo_policy.pt"
+POLICY = DEMO_POLICY
 
 
 def test_scene_is_deterministic_and_valid():
@@ -138,7 +135,7 @@ def test_instructions_name_the_item():
 
 
 def test_exported_policy():
-    from check_policy import check_policy
+    from vla_demo.check_policy import check_policy
 
     check_policy(POLICY)
 

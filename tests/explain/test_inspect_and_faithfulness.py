@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "vla_controller"
-sys.path.insert(0, str(ROOT / "python"))
 
-import faithfulness  # noqa: E402
+from vla_demo import faithfulness  # noqa: E402
 from vla_demo import scene as sc  # noqa: E402
 from vla_demo.png import write_png  # noqa: E402
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,6 @@ from rosbags.highlevel import AnyReader
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "vla_controller"
-sys.path.insert(0, str(ROOT / "python"))
 
 from vla_demo import bags  # noqa: E402
 from vla_demo import scene as sc  # noqa: E402

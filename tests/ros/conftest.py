@@ -5,19 +5,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "release" / "vla_controller"
-PARAMS = ROOT / "config" / "controller.yaml"
-sys.path.insert(0, str(ROOT / "python"))
 
 # An isolated, local-only ROS graph per test run, chosen before rclpy starts so that
 # the peers and the node processes agree.
@@ -26,48 +15,8 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 import rclpy  # noqa: E402
 
+from vla_demo.node_process import NodeProcess  # noqa: E402
 from vla_demo.ros_peers import Peers, Recorder  # noqa: E402
-
-
-def wait_for(cond, timeout: float, what: str, every: float = 0.02):
-    """Polls `cond` until it returns a truthy value, at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class NodeProcess:
-    """The vla_controller binary in a child process, its output in a log file."""
-
-    def __init__(self, *ros_args: str, params_file: Path | None = PARAMS):
-        assert BIN.exists(), f"{BIN} is missing: run `make build`"
-        self.log = tempfile.NamedTemporaryFile(prefix="vla_controller-", suffix=".log", delete=False)
-        args = [str(BIN), "--ros-args"]
-        if params_file is not None:
-            args += ["--params-file", str(params_file)]
-        args += ["-p", f"policy_path:={ROOT / 'policy' / 'demo_policy.pt'}", *ros_args]
-        self.args = args
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def wait_exit(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -75,7 +24,7 @@ def start_node(request):
     started: list[NodeProcess] = []
 
     def start(*ros_args: str, **kw) -> NodeProcess:
-        n = NodeProcess(*ros_args, **kw)
+        n = NodeProcess.node(*ros_args, **kw)
         started.append(n)
         return n
 

@@ -16,8 +16,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from vla_controller_msgs.msg import InferenceTiming
 
-from conftest import NodeProcess, wait_for
-from test_live_node import START, diag_value, instruction, setup_graph, status, two_sided_scene
+from vla_demo.node_process import NodeProcess, wait_for
+from vla_demo.ros_peers import START, diag_value, instruction, setup_graph, status, two_sided_scene
 from vla_demo import scene as sc
 from vla_demo.ros_peers import LATCHED, RELIABLE, Peers, Recorder, set_stamp
 
@@ -31,7 +31,7 @@ def graph():
     chunks = []
     peers.node.create_subscription(InferenceTiming, "/vla_controller/timing/chunk",
                                    lambda m: chunks.append(m.source.sec * 10**9 + m.source.nanosec), QoSProfile(depth=1000))
-    node = NodeProcess()
+    node = NodeProcess.node()
     wait_for(lambda: status(peers) and status(peers)[1] == "running", 60, "the node running")
     g = {
         "peers": peers, "node": node, "chunks": chunks, "scene": s,

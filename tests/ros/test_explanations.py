@@ -14,8 +14,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from vla_controller_msgs.msg import ActivationGrid, TokenAttention
 
-from conftest import wait_for
-from test_live_node import CONTROL_RATE, instruction, setup_graph, two_sided_scene
+from vla_demo.node_process import wait_for
+from vla_demo.ros_peers import CONTROL_RATE, instruction, setup_graph, two_sided_scene
 from vla_demo import scene as sc
 
 QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -113,7 +113,7 @@ def test_explanations_arrive_while_commands_keep_their_rate(peers, start_node):
 
 def test_rviz_config_shows_what_the_node_publishes(peers, start_node):
     import yaml
-    from conftest import ROOT
+    from vla_demo.node_process import ROOT
 
     cfg = yaml.safe_load((ROOT / "config" / "vla_controller.rviz").read_text())
     shown = [d["Topic"]["Value"] for d in cfg["Visualization Manager"]["Displays"] if d["Enabled"]]

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import torch
 
-from conftest import ROOT, wait_for
-from test_live_node import diag_value, instruction, setup_graph, status, two_sided_scene, xy_error
+from vla_demo.node_process import ROOT, wait_for
+from vla_demo.ros_peers import diag_value, instruction, setup_graph, status, two_sided_scene, xy_error
 from sensor_msgs.msg import Image
 from vla_demo.ros_peers import RELIABLE
 

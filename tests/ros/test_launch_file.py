@@ -23,8 +23,8 @@ import yaml
 from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import GetParameters
 
-from conftest import ROOT, wait_for
-from test_live_node import START, instruction, two_sided_scene, xy_error
+from vla_demo.node_process import ROOT, wait_for
+from vla_demo.ros_peers import START, instruction, two_sided_scene, xy_error
 from vla_demo.ros_peers import ScenePublisher, SimArm
 
 LAUNCH_FILE = ROOT / "launch" / "vla_controller.launch.py"

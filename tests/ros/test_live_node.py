@@ -16,59 +16,13 @@ from rclpy.qos import QoSProfile
 from trajectory_msgs.msg import JointTrajectory
 from vla_controller_msgs.msg import InferenceTiming
 
-from conftest import wait_for
 from vla_demo import scene as sc
-from vla_demo.ros_peers import LATCHED, ScenePublisher, SimArm
+from vla_demo.node_process import wait_for
+from vla_demo.ros_peers import (CONTROL_RATE, START, ScenePublisher, SimArm, diag_value, instruction,
+                                setup_graph, status, two_sided_scene, xy_error)
 from std_msgs.msg import String
 
-CONTROL_RATE = 50.0
 LOWER, UPPER = sc.JOINT_LOWER, sc.JOINT_UPPER
-START = np.array([0.0, 1.2, -1.8, -0.9, 0.0, 0.04])
-
-
-def two_sided_scene(seed: int = 3):
-    """A scene with one item well to the left (y > 0.12) and one well to the right, each
-    the only item of its colour. These tests are about the node; the demo policy's known
-    weak spot (two items of the instructed colour, 97.3% instead of 100%, see
-    policy/README.md) is measured by its own evaluation, not here."""
-    rng = np.random.default_rng(seed)
-    while True:
-        s = sc.sample_scene(rng, 4)
-        colours = [it.colour for it in s.items]
-        unique = [i for i, it in enumerate(s.items) if colours.count(it.colour) == 1]
-        left = [i for i in unique if s.items[i].y > 0.12]
-        right = [i for i in unique if s.items[i].y < -0.12]
-        if left and right:
-            return s, left[0], right[0]
-
-
-def instruction(s, i, lang="en", verb="move_above"):
-    it = s.items[i]
-    return sc.instruction_text(it.colour, it.shape, verb, lang)
-
-
-def xy_error(q, s, i) -> float:
-    tip = sc.fk(q)
-    return math.hypot(tip[0] - s.items[i].x, tip[1] - s.items[i].y)
-
-
-def status(peers):
-    """(level, message) of the node's last diagnostic status; level as an int."""
-    st = peers.recorder.last_status()
-    if st is None:
-        return None
-    level = st.level if isinstance(st.level, int) else ord(st.level)
-    return level, st.message
-
-
-def setup_graph(peers, s, text, prefix=""):
-    cams = ScenePublisher(peers.node, s, prefix=prefix)
-    arm = SimArm(peers.node, START, prefix=prefix)
-    peers.recorder.attach(peers.node, f"{prefix}joint_commands")
-    peers.start()
-    if text is not None:
-        cams.instruct(text)
-    return cams, arm
 
 
 def test_commands_at_control_rate_follow_the_instruction_and_switch(peers, start_node):
@@ -186,11 +140,6 @@ def test_corrupt_policy_file_is_refused(start_node, tmp_path):
     node = start_node("-p", f"policy_path:={bad}")
     assert node.wait_exit(60) != 0
     assert "not a loadable TorchScript module" in node.output()
-
-
-def diag_value(peers, key):
-    st = peers.recorder.last_status()
-    return next((kv.value for kv in st.values if kv.key == key), None) if st else None
 
 
 def test_instruction_from_a_volatile_publisher_and_each_message_counted_once(peers, start_node):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import wait_for
-from test_live_node import status
+from vla_demo.node_process import wait_for
+from vla_demo.ros_peers import status
 from vla_demo import bags
 from vla_demo import scene as sc
 from vla_demo.player import BagPlayer

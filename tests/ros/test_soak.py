@@ -16,8 +16,8 @@ import numpy as np
 from rclpy.qos import QoSProfile
 from vla_controller_msgs.msg import InferenceTiming
 
-from conftest import wait_for
-from test_live_node import instruction, status, two_sided_scene
+from vla_demo.node_process import wait_for
+from vla_demo.ros_peers import instruction, status, two_sided_scene
 from vla_demo.ros_peers import ScenePublisher, SimArm
 
 SECONDS = float(os.environ.get("VLA_SOAK_SECONDS", "60"))
