@@ -29,9 +29,19 @@ pub enum Output {
     /// The stamp of the newest camera set whose chunk a command uses.
     CommandSource { set_stamp: i64 },
     /// One explained inference.
-    Explanation { obs: Observation, explanation: Explanation, threshold: f32, camera_names: Arc<[String]> },
+    Explanation(Box<Explained>),
     /// The node's status: its state and every counter.
     Diagnostics(Status),
+}
+
+/// An inference with its explanation.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub obs: Observation,
+    pub explanation: Explanation,
+    /// The language heatmap's `attention_threshold`, published with the token weights.
+    pub threshold: f32,
+    pub camera_names: Arc<[String]>,
 }
 
 /// One diagnostic status.
@@ -158,12 +168,12 @@ impl Driver {
         match explain::explain(self.policy.as_ref(), &obs, out, settings) {
             Ok(explanation) => {
                 self.stats_mut().explained(t0.elapsed().as_secs_f64() * 1e3);
-                Some(Output::Explanation {
+                Some(Output::Explanation(Box::new(Explained {
                     obs,
                     explanation,
                     threshold: settings.threshold,
                     camera_names: self.camera_names.clone(),
-                })
+                })))
             }
             Err(e) => {
                 self.stats_mut().explain_errors += 1;
@@ -328,9 +338,10 @@ mod tests {
 
         let (obs, out) = inferred.pop().unwrap();
         let settings = Settings { threshold: 0.3, alpha: 0.4, method: Method::Occlusion, occlusion_batch: 4 };
-        let Some(Output::Explanation { explanation, camera_names, .. }) = rig.driver.explain(obs, &out, &settings) else {
+        let Some(Output::Explanation(e)) = rig.driver.explain(obs, &out, &settings) else {
             panic!("an explanation");
         };
+        let Explained { explanation, camera_names, .. } = *e;
         assert_eq!(&*camera_names, ["main", "side"]);
         assert_eq!(explanation.grids.len(), 2);
         assert!(explanation.grids.iter().all(|g| g.len() == 12 && g.iter().any(|v| *v > 0.0)), "occlusion moves the fake chunk");

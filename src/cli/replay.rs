@@ -27,7 +27,7 @@ use crate::core::stats;
 use crate::core::topics::{absolute, Input, InputNames};
 use crate::driver::{Driver, Output};
 use crate::explain::{Explanation, Settings};
-use crate::policy::{self, CheckAgainst, PolicyOutput};
+use crate::policy::{self, CheckAgainst, PolicyOutput, PolicyRunner};
 use crate::ros::msgs;
 
 #[derive(Debug, clap::Args)]
@@ -191,7 +191,8 @@ impl Replay {
         }
         let Some((obs, out)) = self.pending_explanation.take() else { return Ok(()) };
         let Some(output) = self.driver.explain(obs, &out, &self.settings) else { return Ok(()) };
-        if let Output::Explanation { explanation, .. } = &output {
+        if let Output::Explanation(e) = &output {
+            let explanation = &e.explanation;
             let n = stats::lock(self.driver.stats()).explanations - 1;
             self.pngs.save(n, explanation, &self.camera_names)?;
         }

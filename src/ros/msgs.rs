@@ -17,7 +17,7 @@ use crate::core::config::CommandType;
 use crate::core::inputs::CameraImage;
 use crate::core::pipeline::Observation;
 use crate::core::topics::{OutputTopic, NODE_NAME};
-use crate::driver::{Output, Status};
+use crate::driver::{Explained, Output, Status};
 use crate::explain::Explanation;
 
 /// A builtin_interfaces/Time's fields as nanoseconds.
@@ -125,7 +125,8 @@ pub fn messages(out: Output) -> Vec<(OutputTopic, Message)> {
             vec![(OutputTopic::Predicted, Message::JointState(predicted_joint_state(stamp, &joint_names, positions)))]
         }
         Output::CommandSource { set_stamp } => vec![(OutputTopic::TimingCommand, Message::Header(header(set_stamp, "")))],
-        Output::Explanation { obs, explanation, threshold, camera_names } => {
+        Output::Explanation(e) => {
+            let Explained { obs, explanation, threshold, camera_names } = *e;
             explanation_msgs(&obs, explanation, threshold, &camera_names)
         }
         Output::Diagnostics(status) => vec![(OutputTopic::Diagnostics, Message::Diagnostics(diagnostics(status)))],
