@@ -77,9 +77,10 @@ pub struct ApproximateTimeSync<T> {
 
 impl<T> ApproximateTimeSync<T> {
     /// `max_interval` in nanoseconds; `age_penalty` as in message_filters (default 0.1).
+    /// With one topic every message is a set of its own, at once. A queue of 0 is taken
+    /// as 1 (the configuration allows no less).
     pub fn new(num_topics: usize, queue_size: usize, max_interval: i64, age_penalty: f64) -> Self {
-        assert!(num_topics >= 2, "synchronizing needs two topics or more");
-        assert!(queue_size >= 1);
+        let queue_size = queue_size.max(1);
         ApproximateTimeSync {
             topics: (0..num_topics)
                 .map(|_| Topic {
@@ -130,12 +131,17 @@ impl<T> ApproximateTimeSync<T> {
 
     pub fn add(&mut self, topic: usize, stamp: i64, msg: T) -> SyncOutput<T> {
         let mut out = SyncOutput::default();
+        let single = self.topics.len() == 1;
         let t = &mut self.topics[topic];
         if t.last_stamp.is_some_and(|last| stamp <= last) {
             out.dropped.push((topic, stamp, msg, SyncDrop::StampNotIncreasing));
             return out;
         }
         t.last_stamp = Some(stamp);
+        if single {
+            out.sets.push(vec![(stamp, msg)]);
+            return out;
+        }
         t.deque.push_back((stamp, msg));
         if t.deque.len() == 1 {
             self.num_non_empty += 1;
@@ -542,6 +548,19 @@ mod tests {
         }
         assert_eq!(dropped, vec![(0, 100, SyncDrop::QueueFull), (0, 200, SyncDrop::QueueFull)]);
         assert_eq!(sync.pending(), 3);
+    }
+
+    #[test]
+    fn one_topic_makes_a_set_of_every_message_at_once() {
+        let mut sync = ApproximateTimeSync::new(1, 1, 0, 0.1);
+        for stamp in [10, 20, 35] {
+            let out = sync.add(0, stamp, stamp);
+            assert_eq!(out.sets, vec![vec![(stamp, stamp)]]);
+            assert!(out.dropped.is_empty());
+        }
+        let out = sync.add(0, 35, 0);
+        assert!(out.sets.is_empty() && out.dropped.len() == 1, "stamps must increase");
+        assert_eq!(sync.pending(), 0);
     }
 
     #[test]
