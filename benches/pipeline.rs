@@ -63,12 +63,12 @@ fn main() {
     };
     let decoder = ImageDecoder::new(&cfg, &meta);
     measure("decode + resize one 640x480 rgb8 image", 500, || {
-        std::hint::black_box(decoder.decode(&raw).unwrap());
+        std::hint::black_box(decoder.decode(0, &raw).unwrap());
     });
 
     // The pipeline through the driver, as the node runs it (counters included).
     let driver = Driver::new(&cfg, policy.clone(), "/vla_controller");
-    let core = Mutex::new(Pipeline::new(&cfg, &meta));
+    let core = driver.pipeline(&cfg);
     driver.instruction(&core, "pick up the red block");
     let names = cfg.joint_names.clone();
     let q = vec![0.0, 1.2, -1.8, -0.9, 0.0, 0.04];
@@ -83,17 +83,17 @@ fn main() {
         }
     }
     let o = obs.last().expect("observations").clone();
-    let out = policy.infer(&o.images, &o.state, &o.tokens).unwrap();
+    let out = policy.infer(&o.images, &o.state, &o.tokens, 0).unwrap();
     let mut now = 330 * ms;
     measure("policy forward pass (batch 1)", 200, || {
-        std::hint::black_box(policy.infer(&o.images, &o.state, &o.tokens).unwrap());
+        std::hint::black_box(policy.infer(&o.images, &o.state, &o.tokens, 0).unwrap());
     });
     // Once per camera set, as in the node: by then the caches hold other work's data.
     let paced: Vec<f64> = (0..100)
         .map(|_| {
             std::thread::sleep(std::time::Duration::from_millis(33));
             let t0 = Instant::now();
-            std::hint::black_box(policy.infer(&o.images, &o.state, &o.tokens).unwrap());
+            std::hint::black_box(policy.infer(&o.images, &o.state, &o.tokens, 0).unwrap());
             t0.elapsed().as_secs_f64() * 1e3
         })
         .collect();

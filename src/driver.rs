@@ -99,6 +99,12 @@ impl Driver {
         format!("/{NODE_NAME}")
     }
 
+    /// A new pipeline for `cfg` (the configuration the driver was made with) and the
+    /// driver's policy.
+    pub fn pipeline(&self, cfg: &Config) -> Mutex<Pipeline> {
+        Mutex::new(Pipeline::new(cfg, self.policy.meta(), self.policy.tokenizer().cloned()))
+    }
+
     pub fn stats(&self) -> &SharedStats {
         &self.stats
     }
@@ -119,7 +125,7 @@ impl Driver {
     /// thread that received it), then synchronized. Returns the observations it
     /// completed.
     pub fn image(&self, pipe: &Mutex<Pipeline>, camera: usize, image: Arc<CameraImage>, now: i64) -> Vec<Observation> {
-        let decoded = self.decoder.decode(&image.raw());
+        let decoded = self.decoder.decode(camera, &image.raw());
         let mut events = Events::new();
         let observations = lock(pipe).on_image(camera, image, now, decoded, &mut events);
         self.count(&mut events);
@@ -138,11 +144,12 @@ impl Driver {
         self.count(&mut events);
     }
 
-    /// One inference on the control path, timed and counted. A chunk with a non-finite
+    /// One inference on the control path, timed and counted; a flow-matching policy
+    /// starts from noise seeded with the camera set's stamp. A chunk with a non-finite
     /// action is an error, whatever the runner.
     pub fn infer(&self, obs: &Observation) -> Result<PolicyOutput> {
         let t0 = Instant::now();
-        let result = self.policy.infer(&obs.images, &obs.state, &obs.tokens).and_then(PolicyOutput::finite);
+        let result = self.policy.infer(&obs.images, &obs.state, &obs.tokens, obs.stamp as u64).and_then(PolicyOutput::finite);
         match &result {
             Ok(_) => self.stats_mut().inferred(t0.elapsed().as_secs_f64() * 1e3),
             Err(e) => self.stats_mut().inference_failed(&e.to_string()),
@@ -155,7 +162,7 @@ impl Driver {
     pub fn apply(&self, pipe: &Mutex<Pipeline>, obs: &Observation, result: &Result<PolicyOutput>) {
         let mut events = Events::new();
         match result {
-            Ok(out) => lock(pipe).on_chunk(obs.stamp, obs.arrival, obs.instruction_seq, &out.actions, &mut events),
+            Ok(out) => lock(pipe).on_chunk(obs, &out.actions, &mut events),
             Err(e) => lock(pipe).on_policy_error(&e.to_string()),
         }
         self.count(&mut events);
@@ -240,27 +247,20 @@ impl Driver {
 mod tests {
     use super::*;
     use crate::core::config::{Method, Smoothing};
-    use crate::core::contract::{Normalization, PolicyMeta};
-    use crate::core::inputs::tokenizer::TokenizerSpec;
+    use crate::core::contract::PolicyMeta;
     use crate::policy::fake::{Fault, FakePolicy};
 
     const MS: i64 = 1_000_000;
 
     fn meta() -> PolicyMeta {
-        PolicyMeta {
-            contract_version: 1,
-            name: "fake".into(),
-            camera_names: vec!["main".into(), "side".into()],
-            image_height: 12,
-            image_width: 16,
-            patch_grid: [3, 4],
-            joint_names: vec!["a".into(), "b".into()],
-            action_dim: 2,
-            chunk_length: 5,
-            control_rate_hz: 100.0,
-            tokenizer: TokenizerSpec { kind: "char".into(), vocab: "abcdefghijklmnopqrstuvwxyz ".into(), max_length: 16, pad_id: 0, unk_id: 1, lowercase: true },
-            normalization: Normalization { state_mean: vec![0.0; 2], state_std: vec![1.0; 2], action_mean: vec![0.0; 2], action_std: vec![1.0; 2] },
-        }
+        PolicyMeta::parse(
+            r#"{"contract_version": 1, "name": "fake", "camera_names": ["main", "side"], "image_height": 12,
+            "image_width": 16, "patch_grid": [3, 4], "joint_names": ["a", "b"], "action_dim": 2, "chunk_length": 5,
+            "control_rate_hz": 100.0, "tokenizer": {"type": "char", "vocab": "abcdefghijklmnopqrstuvwxyz ",
+            "max_length": 16, "pad_id": 0, "unk_id": 1, "lowercase": true},
+            "normalization": {"state_mean": [0, 0], "state_std": [1, 1], "action_mean": [0, 0], "action_std": [1, 1]}}"#,
+        )
+        .unwrap()
     }
 
     fn config() -> Config {
@@ -291,8 +291,8 @@ mod tests {
     impl Rig {
         fn new(cfg: Config, fault: Fault) -> Self {
             let policy = Arc::new(FakePolicy::new(meta()).unwrap().with_fault(fault));
-            let pipe = Mutex::new(Pipeline::new(&cfg, policy.meta()));
-            Rig { driver: Driver::new(&cfg, policy, "/test"), pipe }
+            let driver = Driver::new(&cfg, policy, "/test");
+            Rig { pipe: driver.pipeline(&cfg), driver }
         }
 
         /// Inputs at `t`, every completed set inferred and applied, then one tick.

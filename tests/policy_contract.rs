@@ -4,7 +4,7 @@ use std::path::Path;
 
 use vla_controller::core::config::{Config, Device};
 use vla_controller::policy::torch::TorchPolicy as Policy;
-use vla_controller::policy::{PolicyRunner, Priority};
+use vla_controller::policy::{Batch, BatchTokens, PolicyRunner, Priority};
 use vla_controller::Error;
 
 fn demo() -> Policy {
@@ -17,13 +17,13 @@ fn demo_policy_matches_the_default_config_and_the_contract() {
     let p = demo();
     p.check(&Config::default()).expect("no differences");
     let m = p.meta();
-    assert_eq!(m.camera_names, ["main", "side", "top"]);
+    assert_eq!(m.camera_names(), ["main", "side", "top"]);
     assert_eq!(m.patch_grid, [12, 16]);
 
     let images: Vec<u8> = (0..p.image_len()).map(|i| (i * 7 % 256) as u8).collect();
     let state = [0.0, 1.2, -1.8, -0.9, 0.0, 0.04];
-    let tokens = p.tokenizer().encode("pick up the red block");
-    let out = p.infer(&images, &state, &tokens).unwrap();
+    let tokens = p.tokenizer().unwrap().encode("pick up the red block");
+    let out = p.infer(&images, &state, &tokens, 0).unwrap();
     assert_eq!(out.actions.len(), m.chunk_length);
     assert!(out.actions.iter().all(|a| a.len() == 6 && a.iter().all(|v| v.is_finite())));
     // Token weights: a distribution over the real tokens, zero on padding.
@@ -38,16 +38,17 @@ fn demo_policy_matches_the_default_config_and_the_contract() {
         assert!((s - 1.0).abs() < 1e-3, "patch map sums to {s}");
     }
     // Deterministic, and batched inference agrees with single inference.
-    assert_eq!(p.infer(&images, &state, &tokens).unwrap(), out);
+    assert_eq!(p.infer(&images, &state, &tokens, 0).unwrap(), out);
     let twice = [images.clone(), images.clone()].concat();
-    let batch = p.infer_batch(&twice, 2, &state, &tokens, Priority::Control).unwrap();
+    let batch = Batch { images: &twice, size: 2, state: &state, tokens: BatchTokens::Shared(&tokens), seed: 0 };
+    let batch = p.infer_batch(&batch, Priority::Control).unwrap();
     for b in &batch {
         for (x, y) in b.actions.iter().flatten().zip(out.actions.iter().flatten()) {
             assert!((x - y).abs() < 1e-5);
         }
     }
     // The instruction matters.
-    let other = p.infer(&images, &state, &p.tokenizer().encode("把绿色圆柱体放到托盘右侧")).unwrap();
+    let other = p.infer(&images, &state, &p.tokenizer().unwrap().encode("把绿色圆柱体放到托盘右侧"), 0).unwrap();
     assert_ne!(other.actions, out.actions);
 }
 
@@ -70,10 +71,10 @@ fn mismatches_are_listed_by_name() {
 #[test]
 fn wrong_input_sizes_are_errors_not_panics() {
     let p = demo();
-    let tokens = p.tokenizer().encode("x");
-    let e = p.infer(&[0u8; 10], &[0.0; 6], &tokens).unwrap_err();
+    let tokens = p.tokenizer().unwrap().encode("x");
+    let e = p.infer(&[0u8; 10], &[0.0; 6], &tokens, 0).unwrap_err();
     assert!(e.to_string().contains("image bytes"), "{e}");
-    let e = p.infer(&vec![0u8; p.image_len()], &[0.0; 5], &tokens).unwrap_err();
+    let e = p.infer(&vec![0u8; p.image_len()], &[0.0; 5], &tokens, 0).unwrap_err();
     assert!(e.to_string().contains("state values"), "{e}");
 }
 

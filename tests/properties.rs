@@ -9,10 +9,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use r2r::WrappedTypesupport;
 use vla_controller::core::config::{Config, Smoothing};
-use vla_controller::core::contract::{Normalization, PolicyMeta};
+use vla_controller::core::contract::PolicyMeta;
 use vla_controller::core::control::safety::SafetyFilter;
 use vla_controller::core::inputs::image::{decode_resize, RawImage};
-use vla_controller::core::inputs::tokenizer::{CharTokenizer, TokenizerSpec};
+use vla_controller::core::inputs::tokenizer::Tokenizer;
 use vla_controller::core::inputs::{CameraImage, ImageDecoder};
 use vla_controller::core::pipeline::{ControlState, Events, Pipeline};
 use vla_controller::core::stats::Stats;
@@ -56,25 +56,17 @@ proptest! {
 }
 
 fn meta() -> PolicyMeta {
-    PolicyMeta {
-        contract_version: 1,
-        name: "properties".into(),
-        camera_names: vec!["a".into(), "b".into()],
-        image_height: 2,
-        image_width: 2,
-        patch_grid: [12, 16],
-        joint_names: vec!["j0".into(), "j1".into(), "j2".into()],
-        action_dim: 3,
-        chunk_length: 8,
-        control_rate_hz: 100.0,
-        tokenizer: TokenizerSpec { kind: "char".into(), vocab: "abc".into(), max_length: 8, pad_id: 0, unk_id: 1, lowercase: true },
-        normalization: Normalization {
-            state_mean: vec![0.0; 3],
-            state_std: vec![1.0; 3],
-            action_mean: vec![0.0; 3],
-            action_std: vec![1.0; 3],
-        },
-    }
+    PolicyMeta::parse(
+        r#"{"contract_version": 1, "name": "properties", "camera_names": ["a", "b"], "image_height": 2, "image_width": 2,
+        "patch_grid": [12, 16], "joint_names": ["j0", "j1", "j2"], "action_dim": 3, "chunk_length": 8, "control_rate_hz": 100.0,
+        "tokenizer": {"type": "char", "vocab": "abc", "max_length": 8, "pad_id": 0, "unk_id": 1, "lowercase": true},
+        "normalization": {"state_mean": [0, 0, 0], "state_std": [1, 1, 1], "action_mean": [0, 0, 0], "action_std": [1, 1, 1]}}"#,
+    )
+    .unwrap()
+}
+
+fn tokenizer() -> Tokenizer {
+    Tokenizer::new(meta().tokenizer.as_ref().unwrap(), None).unwrap()
 }
 
 fn config(smoothing: Smoothing) -> Config {
@@ -130,7 +122,7 @@ proptest! {
     #[test]
     fn commands_stay_safe_and_hold_means_hold(events in prop::collection::vec(event(), 1..120), s in smoothing()) {
         let (cfg, m) = (config(s), meta());
-        let mut core = Pipeline::new(&cfg, &m);
+        let mut core = Pipeline::new(&cfg, &m, Some(tokenizer()));
         let decoder = ImageDecoder::new(&cfg, &m);
         let mut ev = Events::new();
         core.on_instruction("abc", &mut ev);
@@ -141,7 +133,7 @@ proptest! {
             let image = |cam: u8| {
                 let img = Arc::new(CameraImage { stamp: t + cam as i64, frame_id: String::new(), width: 2, height: 2,
                     encoding: "mono8".into(), step: 2, data: vec![cam; 4].into() });
-                let d = decoder.decode(&img.raw());
+                let d = decoder.decode(cam as usize, &img.raw());
                 (img, d)
             };
             match e {
@@ -154,7 +146,7 @@ proptest! {
                         core.on_image(1, img, t, d, &mut ev);
                     }
                 }
-                Event::Chunk(actions) => core.on_chunk(t, t, 1, actions, &mut ev),
+                Event::Chunk(actions) => core.on_commands(t, t, 1, actions, &mut ev),
                 Event::PolicyError => core.on_policy_error("property test"),
             }
             let out = core.tick(t, &mut ev);
@@ -223,7 +215,7 @@ proptest! {
     /// matching, and nothing lost without being counted.
     #[test]
     fn fuzz_tokenizer(text in "(?s).{0,80}") {
-        let t = CharTokenizer::new(meta().tokenizer).unwrap().encode(&text);
+        let t = tokenizer().encode(&text);
         prop_assert_eq!(t.ids.len(), 8);
         prop_assert_eq!(t.mask.len(), 8);
         let real = t.mask.iter().filter(|m| **m).count();
@@ -246,7 +238,7 @@ proptest! {
     fn fuzz_joint_states(names in prop::collection::vec(prop::sample::select(vec!["j0", "j1", "j2", "x", ""]), 0..6),
                          positions in prop::collection::vec(wild(), 0..6)) {
         let cfg = config(Smoothing::None);
-        let mut core = Pipeline::new(&cfg, &meta());
+        let mut core = Pipeline::new(&cfg, &meta(), Some(tokenizer()));
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut ev = Events::new();
         core.on_joint_state(1, 1, &names, &positions, &mut ev);

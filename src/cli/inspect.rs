@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 use crate::core::config::{Config, ParamValue, Params};
-use crate::core::inputs::image::decode_resize;
+use crate::core::inputs::image::{decode, Expected};
 use crate::core::inputs::CameraImage;
 use crate::core::pipeline::Observation;
 use crate::explain::{self, Settings};
@@ -22,7 +22,7 @@ pub struct InspectArgs {
     /// policy's: main side top).
     #[arg(required_unless_present = "batch")]
     pub images: Vec<PathBuf>,
-    /// Joint positions in the policy's joint order, comma-separated.
+    /// The policy's state (its state_names order: for most policies the joint positions), comma-separated.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',', required_unless_present = "batch")]
     pub joints: Vec<f64>,
     /// The instruction, in any language the policy knows.
@@ -127,21 +127,26 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
 
 fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> anyhow::Result<()> {
     let m = policy.meta();
-    if case.images.len() != m.camera_names.len() {
-        bail!("{} images given; the policy takes {} ({})", case.images.len(), m.camera_names.len(), m.camera_names.join(" "));
+    let camera_names = m.camera_names();
+    if case.images.len() != camera_names.len() {
+        bail!("{} images given; the policy takes {} ({})", case.images.len(), camera_names.len(), camera_names.join(" "));
     }
-    if case.joints.len() != m.action_dim {
-        bail!("{} joint values given; the policy takes {} ({})", case.joints.len(), m.action_dim, m.joint_names.join(" "));
+    if case.joints.len() != m.state_names.len() {
+        bail!("{} joint values given; the policy's state has {} ({})", case.joints.len(), m.state_names.len(), m.state_names.join(" "));
     }
     let cameras = case.images.iter().map(|p| load_png(p)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut images = Vec::with_capacity(policy.image_len());
     let mut buf = Vec::new();
-    for (cam, path) in cameras.iter().zip(&case.images) {
-        decode_resize(&cam.raw(), (cam.width, cam.height), m.image_width, m.image_height, &mut buf)
-            .with_context(|| path.display().to_string())?;
+    // Any picture size: each camera's picture is resized to its input as the policy says.
+    for ((cam, path), spec) in cameras.iter().zip(&case.images).zip(&m.cameras) {
+        decode(&cam.raw(), Expected::Any, spec.width, spec.height, spec.resize, &mut buf).with_context(|| path.display().to_string())?;
         images.extend_from_slice(&buf);
     }
-    let tokens = policy.tokenizer().encode(&case.instruction);
+    let tokens = match policy.tokenizer() {
+        Some(t) => t.encode(case.instruction.trim()),
+        None if case.instruction.trim().is_empty() => Default::default(),
+        None => bail!("the policy takes no instruction; give --instruction \"\""),
+    };
     let obs = Observation {
         stamp: 0,
         arrival: 0,
@@ -153,7 +158,7 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> a
         cameras,
     };
     let t0 = Instant::now();
-    let output = policy.infer(&obs.images, &obs.state, &obs.tokens)?;
+    let output = policy.infer(&obs.images, &obs.state, &obs.tokens, obs.stamp as u64)?;
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let e = explain::explain(policy, &obs, &output, settings)?;
@@ -161,21 +166,25 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> a
 
     std::fs::create_dir_all(&case.out).with_context(|| format!("creating {}", case.out.display()))?;
     let mut written = Vec::new();
-    for (name, overlay) in m.camera_names.iter().zip(&e.overlays) {
+    for (name, overlay) in camera_names.iter().zip(&e.overlays) {
         let p = case.out.join(format!("overlay_{name}.png"));
         overlay.save(&p).with_context(|| format!("writing {}", p.display()))?;
         written.push(p);
     }
-    let p = case.out.join("language.png");
-    e.language.save(&p).with_context(|| format!("writing {}", p.display()))?;
-    written.push(p);
+    if let Some(language) = &e.language {
+        let p = case.out.join("language.png");
+        language.save(&p).with_context(|| format!("writing {}", p.display()))?;
+        written.push(p);
+    }
     let grids: serde_json::Map<String, serde_json::Value> =
-        m.camera_names.iter().cloned().zip(e.grids.iter().map(|g| serde_json::json!(g))).collect();
+        camera_names.iter().cloned().zip(e.grids.iter().map(|g| serde_json::json!(g))).collect();
     let json = serde_json::json!({
         "policy": m.name,
         "instruction": case.instruction,
         "joints": case.joints,
-        "joint_names": m.joint_names,
+        "joint_names": m.state_names,
+        "action_names": m.action_names,
+        "action_mode": format!("{:?}", m.action_mode).to_lowercase(),
         "actions": output.actions,
         "tokens": e.tokens,
         "token_weights": e.token_weights,
@@ -184,7 +193,7 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> a
         "grid_rows": e.rows,
         "grid_cols": e.cols,
         "grids": grids,
-        "policy_attention": m.camera_names.iter().cloned()
+        "policy_attention": camera_names.iter().cloned()
             .zip(output.patch_maps.chunks_exact(e.rows * e.cols).map(|g| serde_json::json!(g)))
             .collect::<serde_json::Map<_, _>>(),
         "inference_ms": infer_ms,

@@ -27,7 +27,7 @@ use crate::core::stats;
 use crate::core::topics::{absolute, Input, InputNames};
 use crate::driver::{Driver, Output};
 use crate::explain::{Explanation, Settings};
-use crate::policy::{self, CheckAgainst, PolicyOutput, PolicyRunner};
+use crate::policy::{self, CheckAgainst, PolicyOutput};
 use crate::ros::msgs;
 
 #[derive(Debug, clap::Args)]
@@ -108,7 +108,9 @@ impl Pngs {
             let p = self.dir.join(format!("{n:03}_{name}.png"));
             img.save(&p).map_err(|err| crate::Error::bag(&p, err))
         };
-        save(&e.language, "language")?;
+        if let Some(language) = &e.language {
+            save(language, "language")?;
+        }
         for (name, overlay) in camera_names.iter().zip(&e.overlays) {
             save(overlay, name)?;
         }
@@ -305,9 +307,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<bool> {
     let policy = Arc::new(policy::load(&cfg, CheckAgainst::Config)?);
     let inputs = Inputs::new(&cfg, &args.remaps)?;
     let mut reader = BagReader::open(&args.input)?;
+    let driver = Driver::new(&cfg, policy, &Driver::default_node_name());
     let mut replay = Replay {
-        pipe: Mutex::new(Pipeline::new(&cfg, policy.meta())),
-        driver: Driver::new(&cfg, policy, &Driver::default_node_name()),
+        pipe: driver.pipeline(&cfg),
+        driver,
         writer: BagWriter::create(&args.output)?,
         camera_names: cfg.camera_names.clone(),
         period: cfg.control_period_ns(),

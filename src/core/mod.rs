@@ -8,7 +8,7 @@
 //! - [`sync`]: ApproximateTime synchronization of the cameras;
 //! - [`control`]: chunks to one action per tick (smoothing), and the safety filter;
 //! - [`contract`]: a policy's metadata, checked against the contract and the
-//!   configuration;
+//!   configuration; [`joint_map`]: the robot's joints to the policy's state and actions;
 //! - [`pipeline`]: all of the above as one state machine, reporting what it did as
 //!   events;
 //! - [`stats`]: the counters those events become;
@@ -18,6 +18,7 @@ pub mod config;
 pub mod contract;
 pub mod control;
 pub mod inputs;
+pub mod joint_map;
 pub mod pipeline;
 pub mod stats;
 pub mod sync;

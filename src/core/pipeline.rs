@@ -16,11 +16,12 @@ use crate::core::control::safety::{Clipped, SafetyFilter};
 use crate::core::control::smoothing::Smoother;
 use crate::core::inputs::image::ImageError;
 use crate::core::inputs::joints::JointBuffer;
-use crate::core::inputs::tokenizer::{CharTokenizer, Tokens};
+use crate::core::contract::PolicyMeta;
+use crate::core::inputs::tokenizer::{Tokenizer, Tokens};
 use crate::core::inputs::CameraImage;
+use crate::core::joint_map::JointMap;
 use crate::core::sync::ApproximateTimeSync;
 use crate::core::topics::Input;
-use crate::core::contract::PolicyMeta;
 
 /// What the pipeline did, for the counters and the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,9 +61,10 @@ pub struct Observation {
     /// When the set was complete, on the node's clock; action 0 of the resulting chunk
     /// is meant for the control tick at this time.
     pub arrival: i64,
-    /// Cameras x height x width x 3, RGB, at the policy's size.
+    /// Each camera's RGB image at the policy's size for it, camera after camera.
     pub images: Vec<u8>,
-    /// Joint positions in the configured order, nearest the set's stamp.
+    /// The policy's state (its `state_names` order), from the joint state nearest the
+    /// set's stamp.
     pub state: Vec<f64>,
     pub instruction: Arc<str>,
     pub tokens: Arc<Tokens>,
@@ -145,7 +147,11 @@ pub struct Pipeline {
     camera_topics: Vec<String>,
     sync: ApproximateTimeSync<Frame>,
     joints: JointBuffer,
-    tokenizer: CharTokenizer,
+    joint_map: JointMap,
+    /// Command joints: the first of the joint buffer's.
+    command_joints: usize,
+    /// None: the policy takes no instruction, and none is waited for.
+    tokenizer: Option<Tokenizer>,
     instruction: Option<Instruction>,
     /// Arrival of the last valid message per input: cameras, then joint_states.
     last_arrival: Vec<Option<i64>>,
@@ -165,9 +171,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline for `cfg` and a policy described by `meta`, which must have passed
-    /// [`PolicyMeta::differences`] against `cfg` (its tokenizer is valid).
-    pub fn new(cfg: &Config, meta: &PolicyMeta) -> Self {
+    /// A pipeline for `cfg` and a policy described by `meta` with `tokenizer`; `meta`
+    /// must have passed [`PolicyMeta::differences`] against `cfg`.
+    pub fn new(cfg: &Config, meta: &PolicyMeta, tokenizer: Option<Tokenizer>) -> Self {
+        // The joints meet: PolicyMeta::differences checked it when the policy was loaded.
+        let joint_map = JointMap::new(cfg, meta).expect("the policy's joints were checked against the configuration");
         let n = cfg.camera_names.len();
         let mut timeouts = vec![secs_to_ns(cfg.camera_timeout_s); n];
         timeouts.push(secs_to_ns(cfg.joint_state_timeout_s));
@@ -175,9 +183,10 @@ impl Pipeline {
             camera_topics: cfg.camera_names.iter().map(|c| crate::core::topics::camera(c)).collect(),
             sync: ApproximateTimeSync::new(n, cfg.sync_queue_size, secs_to_ns(cfg.sync_max_interval_s), cfg.sync_age_penalty)
                 .with_inter_message_lower_bound(secs_to_ns(cfg.sync_inter_message_lower_bound_s)),
-            joints: JointBuffer::new(cfg.joint_names.clone()),
-            // Checked when the policy was loaded (PolicyMeta::differences).
-            tokenizer: CharTokenizer::new(meta.tokenizer.clone()).expect("checked when the policy was loaded"),
+            joints: JointBuffer::new(joint_map.robot_joints().to_vec()),
+            command_joints: cfg.joint_names.len(),
+            joint_map,
+            tokenizer,
             instruction: None,
             last_arrival: vec![None; n + 1],
             timeouts,
@@ -233,7 +242,10 @@ impl Pipeline {
         let cameras = (0..self.camera_topics.len()).map(Input::Camera);
         // The synchronizer emits one frame per camera, never an empty set.
         let stamp = set.iter().map(|(s, _)| *s).max().expect("sets are not empty");
-        let reason = match (&self.instruction, self.joints.nearest(stamp, self.joint_tolerance)) {
+        // A policy without language takes the empty instruction.
+        let no_language = Instruction { text: "".into(), tokens: Arc::new(Tokens::default()), seq: 0 };
+        let instruction = if self.tokenizer.is_none() { Some(&no_language) } else { self.instruction.as_ref() };
+        let reason = match (instruction, self.joints.nearest(stamp, self.joint_tolerance)) {
             (None, _) => "no instruction yet",
             (_, None) => "no joint state within joint_state_tolerance_s of the set",
             (Some(instr), Some(q)) => {
@@ -244,7 +256,7 @@ impl Pipeline {
                         v.extend_from_slice(&f.rgb);
                         v
                     }),
-                    state: q.to_vec(),
+                    state: self.joint_map.state(q),
                     instruction: instr.text.clone(),
                     tokens: instr.tokens.clone(),
                     instruction_seq: instr.seq,
@@ -273,18 +285,23 @@ impl Pipeline {
 
     /// A new instruction. Empty ones, ones longer than the policy's token limit and ones
     /// holding control characters are rejected (and counted); the previous instruction
-    /// stays in effect.
+    /// stays in effect. A policy without language takes none: each is dropped.
     pub fn on_instruction(&mut self, text: &str, events: &mut Events) {
         let input = Input::Instruction;
         events.push(Event::Received(input));
+        let Some(tokenizer) = &self.tokenizer else {
+            events.push(Event::Dropped(input, "the policy takes no instruction"));
+            return;
+        };
         let trimmed = text.trim();
-        let n = trimmed.chars().count();
-        let reject = if trimmed.is_empty() {
+        let tokens = tokenizer.encode(trimmed);
+        let reject = if trimmed.is_empty() || tokens.is_empty() {
             Some(("empty instruction", String::new()))
         } else if trimmed.chars().any(|c| c.is_control() && !c.is_whitespace()) {
             Some(("instruction holds control characters", format!("{trimmed:?}")))
-        } else if n > self.tokenizer.max_length() {
-            let detail = format!("{n} characters, the policy takes {}", self.tokenizer.max_length());
+        } else if tokens.truncated > 0 {
+            let n = tokens.len() + tokens.truncated;
+            let detail = format!("{n} tokens, the policy takes {}", tokenizer.max_length());
             Some(("instruction longer than the policy's token limit", detail))
         } else {
             None
@@ -297,7 +314,6 @@ impl Pipeline {
         if self.instruction.as_ref().is_some_and(|i| &*i.text == trimmed) {
             return;
         }
-        let tokens = self.tokenizer.encode(trimmed);
         let seq = self.instruction.as_ref().map_or(1, |i| i.seq + 1);
         let text: Arc<str> = trimmed.into();
         events.push(Event::NewInstruction { text: text.clone(), seq, unknown: tokens.unknown });
@@ -313,10 +329,17 @@ impl Pipeline {
         ((t - base) as f64 / self.period as f64).round() as i64
     }
 
-    /// A chunk computed from the observation of stamp `obs_stamp` that was complete at
-    /// `obs_arrival`. Chunks of an older instruction are discarded; the first chunk of a
-    /// new instruction discards every queued action of the old one.
-    pub fn on_chunk(&mut self, obs_stamp: i64, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>], events: &mut Events) {
+    /// A chunk of the policy's actions (its `action_names` order, absolute or delta)
+    /// computed from observation `obs`. Chunks of an older instruction are discarded;
+    /// the first chunk of a new instruction discards every queued action of the old one.
+    pub fn on_chunk(&mut self, obs: &Observation, actions: &[Vec<f64>], events: &mut Events) {
+        let commands = self.joint_map.commands(actions, &obs.state);
+        self.on_commands(obs.stamp, obs.arrival, obs.instruction_seq, &commands, events);
+    }
+
+    /// A chunk already in command order and absolute, computed from the observation of
+    /// stamp `obs_stamp` that was complete at `obs_arrival`.
+    pub fn on_commands(&mut self, obs_stamp: i64, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>], events: &mut Events) {
         let current = self.instruction.as_ref().map_or(0, |i| i.seq);
         if instruction_seq < current {
             events.push(Event::Dropped(Input::Policy, "chunk computed for a previous instruction"));
@@ -351,7 +374,7 @@ impl Pipeline {
                 _ => {}
             }
         }
-        if self.instruction.is_none() {
+        if self.instruction.is_none() && self.tokenizer.is_some() {
             return ControlState::WaitingForInstruction;
         }
         if let Some(e) = &self.policy_fault {
@@ -405,7 +428,8 @@ impl Pipeline {
     /// The safety filter's command for `target`, from the previous command (or, before
     /// the first, the measured state); the state it leaves the node in.
     fn command(&mut self, target: &[f64], events: &mut Events) -> ControlState {
-        let previous = self.last_command.clone().or_else(|| self.joints.latest().map(<[f64]>::to_vec));
+        let n = self.command_joints;
+        let previous = self.last_command.clone().or_else(|| self.joints.latest().map(|q| q[..n].to_vec()));
         match previous.map(|p| self.safety.apply(target, &p)) {
             Some(Ok((cmd, clipped))) => {
                 events.push(Event::Command { hold: false, clipped });
@@ -450,41 +474,21 @@ mod tests {
 
     use super::*;
     use crate::core::config::Smoothing;
-    use crate::core::inputs::tokenizer::TokenizerSpec;
     use crate::core::inputs::ImageDecoder;
     use crate::core::stats::{SharedStats, Stats};
     use crate::core::topics::InputNames;
-    use crate::core::contract::Normalization;
 
     const MS: i64 = 1_000_000;
 
     fn meta() -> PolicyMeta {
-        PolicyMeta {
-            contract_version: 1,
-            name: "test".into(),
-            camera_names: vec!["main".into(), "side".into()],
-            image_height: 2,
-            image_width: 2,
-            patch_grid: [12, 16],
-            joint_names: vec!["a".into(), "b".into()],
-            action_dim: 2,
-            chunk_length: 10,
-            control_rate_hz: 100.0,
-            tokenizer: TokenizerSpec {
-                kind: "char".into(),
-                vocab: "abcdefghijklmnopqrstuvwxyz ".into(),
-                max_length: 16,
-                pad_id: 0,
-                unk_id: 1,
-                lowercase: true,
-            },
-            normalization: Normalization {
-                state_mean: vec![0.0; 2],
-                state_std: vec![1.0; 2],
-                action_mean: vec![0.0; 2],
-                action_std: vec![1.0; 2],
-            },
-        }
+        PolicyMeta::parse(
+            r#"{"contract_version": 1, "name": "test", "camera_names": ["main", "side"], "image_height": 2,
+            "image_width": 2, "patch_grid": [12, 16], "joint_names": ["a", "b"], "action_dim": 2, "chunk_length": 10,
+            "control_rate_hz": 100.0, "tokenizer": {"type": "char", "vocab": "abcdefghijklmnopqrstuvwxyz ",
+            "max_length": 16, "pad_id": 0, "unk_id": 1, "lowercase": true},
+            "normalization": {"state_mean": [0, 0], "state_std": [1, 1], "action_mean": [0, 0], "action_std": [1, 1]}}"#,
+        )
+        .unwrap()
     }
 
     fn config() -> Config {
@@ -534,7 +538,7 @@ mod tests {
         }
 
         fn on_chunk(&mut self, stamp: i64, arrival: i64, seq: u64, actions: &[Vec<f64>]) {
-            self.pipe.on_chunk(stamp, arrival, seq, actions, &mut self.events);
+            self.pipe.on_commands(stamp, arrival, seq, actions, &mut self.events);
             self.record(())
         }
 
@@ -565,7 +569,7 @@ mod tests {
             let (cfg, meta) = (config(), meta());
             Rig {
                 core: Counted {
-                    pipe: Pipeline::new(&cfg, &meta),
+                    pipe: Pipeline::new(&cfg, &meta, meta.tokenizer.as_ref().map(|t| Tokenizer::new(t, None).unwrap())),
                     stats: stats.clone(),
                     names: InputNames::new(&cfg.camera_names),
                     events: Events::new(),
@@ -586,7 +590,7 @@ mod tests {
                 step: 12,
                 data: vec![cam as u8 * 50; 4 * 4 * 3].into(),
             });
-            let d = self.decoder.decode(&img.raw());
+            let d = self.decoder.decode(cam, &img.raw());
             self.core.on_image(cam, img, t, d)
         }
 

@@ -2,9 +2,11 @@
 //! tokens it weighted, and which image patches mattered, drawn over the camera images.
 //!
 //! Two sources for the patch grids: the policy's own attention maps (returned with every
-//! inference, free), and occlusion attribution (each patch replaced by the image's mean
-//! colour, the change of the action chunk measured; all occluded copies run as batches).
-//! This module does no I/O; the node runs it on its own thread at its own rate.
+//! inference, free, when the policy has them), and occlusion attribution (each patch
+//! replaced by the image's mean colour, the change of the action chunk measured; all
+//! occluded copies run as batches). Token weights are the policy's own, or, for a policy
+//! that returns none, found by token occlusion (each token masked in turn). This module
+//! does no I/O; the node runs it on its own thread at its own rate.
 
 pub mod font;
 pub mod occlusion;
@@ -45,13 +47,15 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Explanation {
     pub method: Method,
+    /// The instruction's tokens and their weights (none for a policy without language).
     pub tokens: Vec<String>,
     pub token_weights: Vec<f32>,
     /// One grid per camera, `rows x cols` row-major.
     pub grids: Vec<Vec<f32>>,
     pub rows: usize,
     pub cols: usize,
-    pub language: RgbImage,
+    /// The language heatmap, for a policy that takes an instruction.
+    pub language: Option<RgbImage>,
     /// One per camera, at the camera image's size.
     pub overlays: Vec<RgbImage>,
 }
@@ -63,12 +67,19 @@ pub fn explain(policy: &dyn PolicyRunner, obs: &Observation, output: &PolicyOutp
     let m = policy.meta();
     let [rows, cols] = m.patch_grid;
     let grids = match settings.method {
-        Method::PolicyAttention => output.patch_maps.chunks_exact(rows * cols).map(<[f32]>::to_vec).collect(),
+        Method::PolicyAttention => {
+            m.explainable(Method::PolicyAttention).map_err(Error::Inference)?;
+            output.patch_maps.chunks_exact(rows * cols).map(<[f32]>::to_vec).collect()
+        }
         Method::Occlusion => occlusion::grids(policy, obs, settings.occlusion_batch)?,
     };
     let tokens = obs.tokens.pieces.clone();
-    let token_weights = output.token_weights[..tokens.len()].to_vec();
-    let language = render::language_heatmap(&tokens, &token_weights, settings.threshold);
+    let token_weights = match (m.tokenizer.is_some(), m.outputs.token_weights) {
+        (false, _) => Vec::new(),
+        (true, true) => output.token_weights.iter().zip(&obs.tokens.mask).filter(|(_, m)| **m).map(|(w, _)| *w).collect(),
+        (true, false) => occlusion::token_weights(policy, obs, settings.occlusion_batch)?,
+    };
+    let language = m.tokenizer.is_some().then(|| render::language_heatmap(&tokens, &token_weights, settings.threshold));
     let overlays = obs
         .cameras
         .iter()

@@ -2,14 +2,15 @@
 //! everything around the policy: the pipeline, the driver, the explanations.
 //!
 //! Its chunk depends on every input, so that occlusion and a changed instruction move
-//! it: action `t` of joint `j` ramps from the state towards
-//! `state[j] + image_term(j) + token_term`, where `image_term(j)` is a fixed pseudo-random
-//! weighting of camera `j % C`'s pixels and `token_term` grows with the number of real
-//! tokens. Token weights are uniform over the real tokens; each camera's patch map is
-//! its patches' mean brightness, normalized to sum to 1.
+//! it: action `t` of action `j` ramps from state `j % S` towards that state plus
+//! `image_term(j) + token_term`, where `image_term(j)` is a fixed pseudo-random
+//! weighting of camera `j % C`'s pixels and `token_term` weighs each real token by its
+//! id and place. Token weights are uniform over the real tokens; each camera's patch map
+//! is its patches' mean brightness, normalized to sum to 1 (each returned only when the
+//! metadata's `outputs` name it).
 
-use super::{ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
-use crate::core::inputs::tokenizer::{CharTokenizer, Tokens};
+use super::{check_sizes, Batch, ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
+use crate::core::inputs::tokenizer::{Tokenizer, Tokens};
 use crate::error::{Error, Result};
 
 /// What the fake policy does wrong, on purpose.
@@ -24,15 +25,15 @@ pub enum Fault {
 
 pub struct FakePolicy {
     meta: PolicyMeta,
-    tokenizer: CharTokenizer,
+    tokenizer: Option<Tokenizer>,
     fault: Fault,
     gate: ForwardGate,
 }
 
 impl FakePolicy {
-    /// A fake policy described by `meta`; fails if its tokenizer is invalid.
+    /// A fake policy described by `meta` (a character tokenizer or none).
     pub fn new(meta: PolicyMeta) -> std::result::Result<Self, String> {
-        let tokenizer = CharTokenizer::new(meta.tokenizer.clone())?;
+        let tokenizer = meta.tokenizer.as_ref().map(|t| Tokenizer::new(t, None)).transpose()?;
         Ok(FakePolicy { meta, tokenizer, fault: Fault::None, gate: ForwardGate::default() })
     }
 
@@ -43,36 +44,44 @@ impl FakePolicy {
 
     fn one(&self, images: &[u8], state: &[f64], tokens: &Tokens) -> PolicyOutput {
         let m = &self.meta;
-        let (c, h, w) = (m.camera_names.len(), m.image_height, m.image_width);
-        let per_cam = h * w * 3;
+        let c = m.cameras.len();
         let [rows, cols] = m.patch_grid;
-        let image_term: Vec<f64> = (0..c)
-            .map(|k| {
-                let img = &images[k * per_cam..(k + 1) * per_cam];
-                let s: f64 = img.iter().enumerate().map(|(p, &v)| weight(p) * f64::from(v)).sum();
-                s / (per_cam as f64 * 255.0)
-            })
+        let mut cameras = Vec::with_capacity(c);
+        let mut offset = 0;
+        for cam in &m.cameras {
+            cameras.push((&images[offset..offset + cam.input_len()], cam.width, cam.height));
+            offset += cam.input_len();
+        }
+        let image_term: Vec<f64> = cameras
+            .iter()
+            .map(|(img, _, _)| img.iter().enumerate().map(|(p, &v)| weight(p) * f64::from(v)).sum::<f64>() / (img.len() as f64 * 255.0))
             .collect();
-        let real = tokens.mask.iter().filter(|m| **m).count();
-        let token_term = 0.01 * real as f64;
+        let real = tokens.len();
+        let token_term: f64 =
+            tokens.ids.iter().zip(&tokens.mask).enumerate().filter(|(_, (_, m))| **m).map(|(i, (id, _))| 0.002 * ((*id + i as i64) % 7) as f64).sum();
         let t_len = m.chunk_length;
+        let s_len = state.len().max(1);
         let actions = (0..t_len)
             .map(|t| {
                 let ramp = (t + 1) as f64 / t_len as f64;
-                state
-                    .iter()
-                    .enumerate()
-                    .map(|(j, q)| {
-                        let v = q + ramp * (image_term[j % c] + token_term);
+                (0..m.action_names.len())
+                    .map(|j| {
+                        let v = state.get(j % s_len).copied().unwrap_or(0.0) + ramp * (image_term[j % c] + token_term);
                         if self.fault == Fault::NonFinite && j == 0 { f64::NAN } else { v }
                     })
                     .collect()
             })
             .collect();
-        let token_weights = tokens.mask.iter().map(|&m| if m { 1.0 / real as f32 } else { 0.0 }).collect();
+        let token_weights = if m.outputs.token_weights {
+            tokens.mask.iter().map(|&m| if m { 1.0 / real as f32 } else { 0.0 }).collect()
+        } else {
+            Vec::new()
+        };
+        if !m.outputs.patch_maps {
+            return PolicyOutput { actions, token_weights, patch_maps: Vec::new() };
+        }
         let mut patch_maps = Vec::with_capacity(c * rows * cols);
-        for k in 0..c {
-            let img = &images[k * per_cam..(k + 1) * per_cam];
+        for (img, w, h) in cameras {
             let start = patch_maps.len();
             for r in 0..rows {
                 for q in 0..cols {
@@ -101,26 +110,18 @@ impl PolicyRunner for FakePolicy {
         &self.meta
     }
 
-    fn tokenizer(&self) -> &CharTokenizer {
-        &self.tokenizer
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
     }
 
-    fn infer_batch(&self, images: &[u8], batch: usize, state: &[f64], tokens: &Tokens, priority: Priority) -> Result<Vec<PolicyOutput>> {
+    fn infer_batch(&self, batch: &Batch<'_>, priority: Priority) -> Result<Vec<PolicyOutput>> {
         self.gate.run(priority, || {
             if self.fault == Fault::Error {
                 return Err(Error::Inference("the fake policy fails on purpose".into()));
             }
+            check_sizes(&self.meta, batch)?;
             let n = self.image_len();
-            if images.len() != batch * n || state.len() != self.meta.action_dim {
-                return Err(Error::Inference(format!(
-                    "input sizes: {} image bytes for batch {batch} (expected {}), {} state values (expected {})",
-                    images.len(),
-                    batch * n,
-                    state.len(),
-                    self.meta.action_dim
-                )));
-            }
-            Ok(images.chunks_exact(n).map(|img| self.one(img, state, tokens)).collect())
+            Ok(batch.images.chunks_exact(n).enumerate().map(|(i, img)| self.one(img, batch.state, batch.tokens.get(i))).collect())
         })
     }
 }

@@ -5,6 +5,7 @@
 //! tests and benchmarks of everything around the policy.
 
 pub mod fake;
+pub mod noise;
 #[cfg(feature = "torch")]
 pub mod torch;
 
@@ -13,18 +14,53 @@ use std::sync::Mutex;
 
 pub use crate::core::contract::{Normalization, PolicyMeta};
 use crate::core::config::Config;
-use crate::core::inputs::tokenizer::{CharTokenizer, Tokens};
+use crate::core::inputs::tokenizer::{Tokenizer, Tokens};
 use crate::error::Result;
 
-/// What one forward pass gives back for one batch element, in the node's units.
+/// What one inference gives back for one batch element, in the node's units.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyOutput {
-    /// `chunk_length` actions of `action_dim` joint positions.
+    /// `chunk_length` actions, each in the policy's `action_names` order (absolute or
+    /// delta, as its `action_mode` says), de-normalized.
     pub actions: Vec<Vec<f64>>,
-    /// One weight per token slot (`max_length`), 0 on padding.
+    /// One weight per token slot (`max_length`), 0 on padding; empty when the policy
+    /// returns none.
     pub token_weights: Vec<f32>,
-    /// Cameras x rows x cols, row-major.
+    /// Cameras x rows x cols, row-major; empty when the policy returns none.
     pub patch_maps: Vec<f32>,
+}
+
+/// The instruction of each element of a batch.
+#[derive(Debug, Clone, Copy)]
+pub enum BatchTokens<'a> {
+    /// One instruction for all (image occlusion).
+    Shared(&'a Tokens),
+    /// One per element (token occlusion).
+    Each(&'a [Tokens]),
+}
+
+impl BatchTokens<'_> {
+    pub fn get(&self, i: usize) -> &Tokens {
+        match self {
+            BatchTokens::Shared(t) => t,
+            BatchTokens::Each(v) => &v[i],
+        }
+    }
+}
+
+/// The inputs of one batched inference: `size` observations that share the state.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Each observation's images (every camera at its input size, camera after camera),
+    /// observation after observation.
+    pub images: &'a [u8],
+    pub size: usize,
+    /// The policy's state, its `state_names` order, not normalized.
+    pub state: &'a [f64],
+    pub tokens: BatchTokens<'a>,
+    /// Seed of the noise a flow-matching policy starts from; every element of the batch
+    /// starts from the same noise, so that only the inputs tell them apart.
+    pub seed: u64,
 }
 
 impl PolicyOutput {
@@ -52,27 +88,39 @@ pub enum Priority {
 pub trait PolicyRunner: Send + Sync {
     fn meta(&self) -> &PolicyMeta;
 
-    /// The policy's tokenizer.
-    fn tokenizer(&self) -> &CharTokenizer;
+    /// The policy's tokenizer; None when it takes no instruction.
+    fn tokenizer(&self) -> Option<&Tokenizer>;
 
-    /// `batch` observations that share state and instruction (occlusion attribution
-    /// runs many copies of one frame). `images` holds each observation's cameras, RGB at
-    /// the policy's size in camera order, one observation after the other; `state` the
-    /// joint positions in the policy's joint order.
-    fn infer_batch(&self, images: &[u8], batch: usize, state: &[f64], tokens: &Tokens, priority: Priority) -> Result<Vec<PolicyOutput>>;
+    /// One inference of a batch (occlusion attribution runs many copies of one frame),
+    /// when `priority`'s turn comes: one output per element, in order.
+    fn infer_batch(&self, batch: &Batch<'_>, priority: Priority) -> Result<Vec<PolicyOutput>>;
 
-    /// One forward pass on the control path.
-    fn infer(&self, images: &[u8], state: &[f64], tokens: &Tokens) -> Result<PolicyOutput> {
-        let mut out = self.infer_batch(images, 1, state, tokens, Priority::Control)?;
-        // infer_batch returns one output per batch element.
-        Ok(out.pop().expect("one output for a batch of one"))
+    /// One inference on the control path.
+    fn infer(&self, images: &[u8], state: &[f64], tokens: &Tokens, seed: u64) -> Result<PolicyOutput> {
+        let batch = Batch { images, size: 1, state, tokens: BatchTokens::Shared(tokens), seed };
+        let mut out = self.infer_batch(&batch, Priority::Control)?;
+        out.pop().ok_or_else(|| crate::error::Error::Inference("no output for a batch of one".into()))
     }
 
-    /// Bytes of one observation's images: cameras x height x width x 3.
+    /// Bytes of one observation's images.
     fn image_len(&self) -> usize {
-        let m = self.meta();
-        m.camera_names.len() * m.image_height * m.image_width * 3
+        self.meta().image_len()
     }
+}
+
+/// The batch's input sizes against the policy's, as the error a runner returns.
+pub fn check_sizes(meta: &PolicyMeta, batch: &Batch<'_>) -> Result<()> {
+    let expected = batch.size * meta.image_len();
+    if batch.images.len() != expected || batch.state.len() != meta.state_names.len() || batch.size == 0 {
+        return Err(crate::error::Error::Inference(format!(
+            "input sizes: {} image bytes for batch {} (expected {expected}), {} state values (expected {})",
+            batch.images.len(),
+            batch.size,
+            batch.state.len(),
+            meta.state_names.len()
+        )));
+    }
+    Ok(())
 }
 
 /// One forward pass at a time, and the control path's first: background work waits
@@ -139,7 +187,9 @@ pub fn load(cfg: &Config, against: CheckAgainst) -> Result<torch::TorchPolicy> {
         path = %cfg.policy_path.display(),
         device = %cfg.device,
         chunk_length = m.chunk_length,
-        input = format!("{}x{}", m.image_width, m.image_height),
+        contract = m.contract_version,
+        cameras = ?m.cameras.iter().map(|c| format!("{} {}x{} {:?}", c.name, c.width, c.height, c.resize)).collect::<Vec<_>>(),
+        language = m.tokenizer.is_some(),
         "policy loaded and checked"
     );
     Ok(policy)
@@ -154,8 +204,9 @@ pub fn check(policy: &dyn PolicyRunner, cfg: &Config, path: &std::path::Path) ->
         return Err(Error::PolicyMismatch { path: path.to_owned(), differences });
     }
     let images = vec![0u8; policy.image_len()];
-    let tokens = policy.tokenizer().encode("");
-    policy.infer(&images, &vec![0.0; policy.meta().action_dim], &tokens).map_err(|e| Error::PolicyMismatch {
+    let tokens = policy.tokenizer().map(|t| t.encode("")).unwrap_or_default();
+    let out = policy.infer(&images, &vec![0.0; policy.meta().state_names.len()], &tokens, 0);
+    out.map_err(|e| Error::PolicyMismatch {
         path: path.to_owned(),
         differences: vec![format!("a forward pass on zero inputs failed: {e}")],
     })?;

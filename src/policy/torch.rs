@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 
 use tch::{CModule, IValue, Kind, Tensor};
 
-use super::{ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
+use super::noise::gaussian;
+use super::{check_sizes, Batch, ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
 use crate::core::config::{Config, Device};
-use crate::core::inputs::tokenizer::{CharTokenizer, Tokens};
+use crate::core::contract::{FlowSpec, FlowTime, PolicyKind};
+use crate::core::inputs::tokenizer::{Tokenizer, TokenizerSpec};
 use crate::error::{Error, Result};
 
 impl From<tch::TchError> for Error {
@@ -18,7 +20,7 @@ impl From<tch::TchError> for Error {
 pub struct TorchPolicy {
     module: CModule,
     meta: PolicyMeta,
-    tokenizer: CharTokenizer,
+    tokenizer: Option<Tokenizer>,
     device: tch::Device,
     path: PathBuf,
     gate: ForwardGate,
@@ -74,8 +76,9 @@ fn load_cuda_backend() -> std::result::Result<(), String> {
 }
 
 impl TorchPolicy {
-    /// Loads the TorchScript file and reads its metadata. Does not compare it with a
-    /// configuration; see [`TorchPolicy::check`].
+    /// Loads the TorchScript file and reads its metadata (and a Hugging Face tokenizer's
+    /// `tokenizer.json`, from the file or the method the metadata names). Does not
+    /// compare it with a configuration; see [`TorchPolicy::check`].
     pub fn load(path: &Path, device: Device) -> Result<TorchPolicy> {
         if !path.is_file() {
             return Err(load_error(path, "no such file"));
@@ -84,14 +87,15 @@ impl TorchPolicy {
         let mut module = CModule::load_on_device(path, tdev)
             .map_err(|e| load_error(path, format!("not a loadable TorchScript module: {}", first_line(&e.to_string()))))?;
         module.set_eval();
-        let meta = match module.method_is::<IValue>("metadata", &[]) {
-            Ok(IValue::String(s)) => s,
-            Ok(other) => return Err(load_error(path, format!("metadata() returned {other:?}, expected a string"))),
-            Err(e) => return Err(load_error(path, format!("no metadata() method: {}", first_line(&e.to_string())))),
+        let meta = call_string(&module, "metadata").map_err(|e| load_error(path, e))?;
+        let meta = PolicyMeta::parse(&meta).map_err(|e| load_error(path, e))?;
+        let tokenizer = match &meta.tokenizer {
+            None => None,
+            Some(spec) => {
+                let json = hf_json(&module, path, spec).map_err(|e| load_error(path, e))?;
+                Some(Tokenizer::new(spec, json.as_deref()).map_err(|e| load_error(path, e))?)
+            }
         };
-        let meta: PolicyMeta = serde_json::from_str(&meta)
-            .map_err(|e| load_error(path, format!("metadata is not valid contract JSON: {e}")))?;
-        let tokenizer = CharTokenizer::new(meta.tokenizer.clone()).map_err(|e| load_error(path, e))?;
         Ok(TorchPolicy { module, meta, tokenizer, device: tdev, path: path.to_owned(), gate: ForwardGate::default() })
     }
 
@@ -101,77 +105,178 @@ impl TorchPolicy {
         super::check(self, cfg, &self.path)
     }
 
-    fn forward(&self, images: &[u8], batch: usize, state: &[f64], tokens: &Tokens) -> Result<Vec<PolicyOutput>> {
+    /// The module's inputs for `batch`: images (one tensor `[B, C, H, W, 3]` in version
+    /// 1, a list of `[B, H_k, W_k, 3]` in version 2), normalized state, token ids and mask.
+    fn inputs(&self, batch: &Batch<'_>) -> Result<Vec<IValue>> {
         let m = &self.meta;
-        let (c, h, w, a, l) = (
-            m.camera_names.len() as i64,
-            m.image_height as i64,
-            m.image_width as i64,
-            m.action_dim as i64,
-            tokens.ids.len() as i64,
-        );
-        if images.len() != batch * self.image_len() || state.len() != m.action_dim {
-            return Err(Error::Inference(format!(
-                "input sizes: {} image bytes for batch {batch} (expected {}), {} state values (expected {})",
-                images.len(),
-                batch * self.image_len(),
-                state.len(),
-                m.action_dim
-            )));
-        }
-        let b = batch as i64;
-        let n = &m.normalization;
-        let state_n: Vec<f32> = state
-            .iter()
-            .zip(n.state_mean.iter().zip(&n.state_std))
-            .map(|(q, (mu, sd))| ((q - mu) / sd) as f32)
-            .collect();
-        let _guard = tch::no_grad_guard();
-        let dev = self.device;
-        let images_t = Tensor::f_from_data_size(images, &[b, c, h, w, 3], Kind::Uint8)?.to_device(dev);
-        let state_t = Tensor::from_slice(&state_n).view([1, a]).expand([b, a], false).to_device(dev);
-        let ids_t = Tensor::from_slice(&tokens.ids).view([1, l]).expand([b, l], false).to_device(dev);
-        let mask_u8: Vec<u8> = tokens.mask.iter().map(|&x| x as u8).collect();
-        let mask_t = Tensor::f_from_data_size(&mask_u8, &[1, l], Kind::Bool)?.expand([b, l], false).to_device(dev);
-
-        let out = self.module.forward_is(&[
-            IValue::Tensor(images_t),
-            IValue::Tensor(state_t),
-            IValue::Tensor(ids_t),
-            IValue::Tensor(mask_t),
-        ])?;
-        let IValue::Tuple(mut parts) = out else {
-            return Err(Error::Inference(format!("forward returned {out:?}, expected a tuple of 3 tensors")));
+        let (b, dev) = (batch.size as i64, self.device);
+        let per_obs = m.image_len();
+        let images = if m.contract_version == 1 {
+            let c = &m.cameras[0];
+            let shape = [b, m.cameras.len() as i64, c.height as i64, c.width as i64, 3];
+            IValue::Tensor(Tensor::f_from_data_size(batch.images, &shape, Kind::Uint8)?.to_device(dev))
+        } else {
+            let mut offset = 0;
+            let mut per_camera = Vec::with_capacity(m.cameras.len());
+            for c in &m.cameras {
+                let mut bytes = Vec::with_capacity(batch.size * c.input_len());
+                for obs in batch.images.chunks_exact(per_obs) {
+                    bytes.extend_from_slice(&obs[offset..offset + c.input_len()]);
+                }
+                offset += c.input_len();
+                per_camera.push(Tensor::f_from_data_size(&bytes, &[b, c.height as i64, c.width as i64, 3], Kind::Uint8)?.to_device(dev));
+            }
+            IValue::TensorList(per_camera)
         };
-        if parts.len() != 3 {
-            return Err(Error::Inference(format!("forward returned {} values, expected 3", parts.len())));
+        let n = &m.normalization;
+        let state: Vec<f32> =
+            batch.state.iter().zip(n.state_mean.iter().zip(&n.state_std)).map(|(q, (mu, sd))| ((q - mu) / sd) as f32).collect();
+        let s = state.len() as i64;
+        let state_t = Tensor::from_slice(&state).view([1, s]).expand([b, s], false).to_device(dev);
+        let l = batch.tokens.get(0).ids.len();
+        let mut ids = Vec::with_capacity(batch.size * l);
+        let mut mask = Vec::with_capacity(batch.size * l);
+        for i in 0..batch.size {
+            let t = batch.tokens.get(i);
+            if t.ids.len() != l {
+                return Err(Error::Inference(format!("token lengths differ within a batch: {} and {l}", t.ids.len())));
+            }
+            ids.extend_from_slice(&t.ids);
+            mask.extend(t.mask.iter().map(|&x| x as u8));
         }
-        let [r, cols] = m.patch_grid.map(|x| x as i64);
-        let t = m.chunk_length as i64;
-        // Three parts, checked above.
-        let mut next = || parts.pop().expect("three outputs");
-        let maps = take_f32(next(), "patch_maps", &[b, c, r, cols])?;
-        let weights = take_f32(next(), "token_weights", &[b, l])?;
-        let actions = take_f32(next(), "actions", &[b, t, a])?;
+        let ids_t = Tensor::f_from_slice(&ids)?.view([b, l as i64]).to_device(dev);
+        let mask_t = Tensor::f_from_data_size(&mask, &[b, l as i64], Kind::Bool)?.to_device(dev);
+        Ok(vec![images, IValue::Tensor(state_t), IValue::Tensor(ids_t), IValue::Tensor(mask_t)])
+    }
 
-        let (t, a, l) = (t as usize, a as usize, l as usize);
-        let per_map = maps.len() / batch;
-        Ok((0..batch)
+    /// One inference of `batch`: the chunk (normalized) and the optional outputs.
+    fn run(&self, batch: &Batch<'_>) -> Result<(Tensor, Extras)> {
+        check_sizes(&self.meta, batch)?;
+        let _guard = tch::no_grad_guard();
+        let inputs = self.inputs(batch)?;
+        match (self.meta.contract_version, self.meta.kind) {
+            (1, _) => split_v1(self.module.forward_is(&inputs)?),
+            (_, PolicyKind::Chunk) => match split_v2(self.module.forward_is(&inputs)?, "forward")? {
+                (IValue::Tensor(actions), extras) => Ok((actions, extras)),
+                (other, _) => Err(Error::Inference(format!("forward: first output {other:?}, expected the actions tensor"))),
+            },
+            (_, PolicyKind::Flow(spec)) => {
+                let (context, extras) = split_v2(self.module.method_is("encode", &inputs)?, "encode")?;
+                let IValue::TensorList(context) = context else {
+                    return Err(Error::Inference(format!("encode: first output {context:?}, expected a list of tensors")));
+                };
+                let x = self.integrate(spec, &context, batch.size, batch.seed)?;
+                Ok((x, extras))
+            }
+        }
+    }
+
+    /// The chunk of a flow-matching policy: `num_steps` Euler steps of `velocity` from
+    /// the noise of `seed` (the same for every element), at times `t_k = t_0 + k dt`
+    /// computed in f64 and passed as f32, `x += v dt` (as LeRobot's samplers do); the
+    /// first `action_names` columns of the result.
+    fn integrate(&self, spec: FlowSpec, context: &[Tensor], batch: usize, seed: u64) -> Result<Tensor> {
+        let (t, a) = (self.meta.chunk_length, self.meta.action_names.len());
+        let width = spec.width(a);
+        let noise = gaussian(seed, t * width);
+        let shape = [batch as i64, t as i64, width as i64];
+        let mut x = Tensor::from_slice(&noise).view([1, shape[1], shape[2]]).expand(shape, false).contiguous().to_device(self.device);
+        let n = spec.num_steps as f64;
+        let (t0, dt) = match spec.time {
+            FlowTime::NoiseAtOne => (1.0, -1.0 / n),
+            FlowTime::NoiseAtZero => (0.0, 1.0 / n),
+        };
+        for k in 0..spec.num_steps {
+            let time = (t0 + k as f64 * dt) as f32;
+            let tt = Tensor::full([batch as i64], f64::from(time), (Kind::Float, self.device));
+            let context = IValue::TensorList(context.iter().map(Tensor::shallow_clone).collect());
+            let v = match self.module.method_is("velocity", &[IValue::Tensor(x.shallow_clone()), IValue::Tensor(tt), context])? {
+                IValue::Tensor(v) => v,
+                other => return Err(Error::Inference(format!("velocity returned {other:?}, expected a tensor"))),
+            };
+            if v.size() != shape {
+                return Err(Error::Inference(format!("velocity: shape {:?}, expected {shape:?}", v.size())));
+            }
+            x = &x + v * dt;
+        }
+        Ok(x.narrow(2, 0, a as i64))
+    }
+
+    /// `batch`'s outputs in the node's units.
+    fn forward(&self, batch: &Batch<'_>) -> Result<Vec<PolicyOutput>> {
+        let m = &self.meta;
+        let (actions, extras) = self.run(batch)?;
+        let (b, t, a) = (batch.size, m.chunk_length, m.action_names.len());
+        let l = batch.tokens.get(0).ids.len();
+        let [rows, cols] = m.patch_grid;
+        let actions = take_f32(actions, "actions", &[b as i64, t as i64, a as i64])?;
+        let weights = match (m.outputs.token_weights, extras.token_weights) {
+            (true, Some(w)) => take_f32(w, "token_weights", &[b as i64, l as i64])?,
+            (true, None) => return Err(Error::Inference("token_weights missing from the outputs".into())),
+            _ => Vec::new(),
+        };
+        let maps = match (m.outputs.patch_maps, extras.patch_maps) {
+            (true, Some(p)) => take_f32(p, "patch_maps", &[b as i64, m.cameras.len() as i64, rows as i64, cols as i64])?,
+            (true, None) => return Err(Error::Inference("patch_maps missing from the outputs".into())),
+            _ => Vec::new(),
+        };
+        let n = &m.normalization;
+        let per = |v: &[f32], i: usize| if v.is_empty() { Vec::new() } else { v[i * v.len() / b..(i + 1) * v.len() / b].to_vec() };
+        Ok((0..b)
             .map(|i| PolicyOutput {
                 actions: actions[i * t * a..(i + 1) * t * a]
                     .chunks_exact(a)
-                    .map(|row| {
-                        row.iter()
-                            .zip(n.action_mean.iter().zip(&n.action_std))
-                            .map(|(x, (mu, sd))| *x as f64 * sd + mu)
-                            .collect()
-                    })
+                    .map(|row| row.iter().zip(n.action_mean.iter().zip(&n.action_std)).map(|(x, (mu, sd))| f64::from(*x) * sd + mu).collect())
                     .collect(),
-                token_weights: weights[i * l..(i + 1) * l].to_vec(),
-                patch_maps: maps[i * per_map..(i + 1) * per_map].to_vec(),
+                token_weights: per(&weights, i),
+                patch_maps: per(&maps, i),
             })
             .collect())
     }
+}
+
+/// The optional outputs of one inference.
+#[derive(Default)]
+struct Extras {
+    token_weights: Option<IValue>,
+    patch_maps: Option<IValue>,
+}
+
+/// Version 1's `(actions, token_weights, patch_maps)`.
+fn split_v1(out: IValue) -> Result<(Tensor, Extras)> {
+    let IValue::Tuple(parts) = out else {
+        return Err(Error::Inference(format!("forward returned {out:?}, expected a tuple of 3 tensors")));
+    };
+    let Ok([actions, weights, maps]) = <[IValue; 3]>::try_from(parts) else {
+        return Err(Error::Inference("forward returned a tuple of the wrong length, expected 3".into()));
+    };
+    let IValue::Tensor(actions) = actions else { return Err(Error::Inference(format!("actions: expected a tensor, got {actions:?}"))) };
+    Ok((actions, Extras { token_weights: Some(weights), patch_maps: Some(maps) }))
+}
+
+/// Version 2's `(first, {name: tensor})`: the chunk of `forward`, or the context list of
+/// `encode`, and the optional outputs.
+fn split_v2(out: IValue, method: &str) -> Result<(IValue, Extras)> {
+    let IValue::Tuple(parts) = out else {
+        return Err(Error::Inference(format!("{method} returned {out:?}, expected a tuple (tensor, dict)")));
+    };
+    let Ok([first, dict]) = <[IValue; 2]>::try_from(parts) else {
+        return Err(Error::Inference(format!("{method} returned a tuple of the wrong length, expected 2")));
+    };
+    let mut extras = Extras::default();
+    match dict {
+        IValue::GenericDict(entries) => {
+            for (k, v) in entries {
+                match k {
+                    IValue::String(k) if k == "token_weights" => extras.token_weights = Some(v),
+                    IValue::String(k) if k == "patch_maps" => extras.patch_maps = Some(v),
+                    _ => {}
+                }
+            }
+        }
+        other => return Err(Error::Inference(format!("{method}: second output {other:?}, expected a dict of tensors"))),
+    }
+    Ok((first, extras))
 }
 
 impl PolicyRunner for TorchPolicy {
@@ -179,16 +284,41 @@ impl PolicyRunner for TorchPolicy {
         &self.meta
     }
 
-    fn tokenizer(&self) -> &CharTokenizer {
-        &self.tokenizer
+    fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
     }
 
-    fn infer_batch(&self, images: &[u8], batch: usize, state: &[f64], tokens: &Tokens, priority: Priority) -> Result<Vec<PolicyOutput>> {
-        self.gate.run(priority, || self.forward(images, batch, state, tokens))
+    fn infer_batch(&self, batch: &Batch<'_>, priority: Priority) -> Result<Vec<PolicyOutput>> {
+        self.gate.run(priority, || self.forward(batch))
     }
 }
 
-fn take_f32(v: IValue, name: &str, shape: &[i64]) -> Result<Vec<f32>> {
+/// A method of the module that returns a string (`metadata`, a tokenizer's JSON).
+fn call_string(module: &CModule, method: &str) -> std::result::Result<String, String> {
+    match module.method_is::<IValue>(method, &[]) {
+        Ok(IValue::String(s)) => Ok(s),
+        Ok(other) => Err(format!("{method}() returned {other:?}, expected a string")),
+        Err(e) => Err(format!("no {method}() method: {}", first_line(&e.to_string()))),
+    }
+}
+
+/// A Hugging Face tokenizer's `tokenizer.json`: the file beside the policy, or the text
+/// of the policy's method.
+fn hf_json(module: &CModule, path: &Path, spec: &TokenizerSpec) -> std::result::Result<Option<String>, String> {
+    let TokenizerSpec::Hf(hf) = spec else { return Ok(None) };
+    match (&hf.file, &hf.method) {
+        (Some(file), None) => {
+            let p = path.parent().unwrap_or(Path::new(".")).join(file);
+            std::fs::read_to_string(&p).map(Some).map_err(|e| format!("tokenizer file {}: {e}", p.display()))
+        }
+        (None, Some(method)) => call_string(module, method).map(Some),
+        _ => Err("a Hugging Face tokenizer names either its `file` or its `method`".into()),
+    }
+}
+
+/// A tensor output (or an `IValue` that must be one) as f32 values of `shape`.
+fn take_f32(v: impl Into<IValue>, name: &str, shape: &[i64]) -> Result<Vec<f32>> {
+    let v = v.into();
     let IValue::Tensor(t) = v else {
         return Err(Error::Inference(format!("{name}: expected a tensor, got {v:?}")));
     };

@@ -186,25 +186,25 @@ pub fn image_msg(header: Header, img: image::RgbImage) -> Image {
 }
 
 /// One explanation as messages: token weights and the language heatmap stamped with the
-/// camera set; per camera, the grid and the overlay with the source image's stamp and
-/// frame_id, so RViz lines the overlay up with the image.
+/// camera set (for a policy that takes an instruction); per camera, the grid and the
+/// overlay with the source image's stamp and frame_id, so RViz lines the overlay up with
+/// the image.
 fn explanation_msgs(obs: &Observation, e: Explanation, threshold: f32, camera_names: &[String]) -> Vec<(OutputTopic, Message)> {
     let set_header = header(obs.stamp, "");
     let method = e.method.to_string();
     let (rows, cols) = (e.rows as u32, e.cols as u32);
-    let mut out = vec![
-        (
-            OutputTopic::Tokens,
-            Message::Tokens(TokenAttention {
-                header: set_header.clone(),
-                instruction: obs.instruction.to_string(),
-                tokens: e.tokens,
-                weights: e.token_weights,
-                threshold,
-            }),
-        ),
-        (OutputTopic::Language, Message::Image(image_msg(set_header, e.language))),
-    ];
+    let mut out = Vec::with_capacity(2 + 2 * e.grids.len());
+    if let Some(language) = e.language {
+        let tokens = TokenAttention {
+            header: set_header.clone(),
+            instruction: obs.instruction.to_string(),
+            tokens: e.tokens,
+            weights: e.token_weights,
+            threshold,
+        };
+        out.push((OutputTopic::Tokens, Message::Tokens(tokens)));
+        out.push((OutputTopic::Language, Message::Image(image_msg(set_header, language))));
+    }
     for (k, (values, overlay)) in e.grids.into_iter().zip(e.overlays).enumerate() {
         let cam = &obs.cameras[k];
         let h = header(cam.stamp, &cam.frame_id);

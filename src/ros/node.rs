@@ -31,7 +31,7 @@ use super::msgs::{self, ChunkTiming};
 use super::native::camera_image_native;
 use super::params::{self, lock_live, LiveConfig};
 use super::publishers::Publishers;
-use super::threads::{set_reception_thread_priority, set_thread_priority, wall_ns, LatestSlot};
+use super::threads::{set_reception_thread_priority, set_thread_priority, spawn_with_priority, wall_ns, LatestSlot};
 use crate::core::config::{Config, Params};
 use crate::core::pipeline::{Observation, Pipeline};
 use crate::core::stats;
@@ -151,9 +151,10 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
         .build()?;
     let _enter = rt.enter();
 
+    let driver = Driver::new(&cfg, policy, &node.fully_qualified_name()?);
     let shared = Shared {
-        pipe: Arc::new(Mutex::new(Pipeline::new(&cfg, policy.meta()))),
-        driver: Arc::new(Driver::new(&cfg, policy, &node.fully_qualified_name()?)),
+        pipe: Arc::new(driver.pipeline(&cfg)),
+        driver: Arc::new(driver),
         clock: clock(&mut node, &rt, use_sim_time)?,
         publishers: Publishers::new(&mut node, &cfg)?,
         observations: Arc::new(LatestSlot::new()),
@@ -168,13 +169,13 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
     let state_changed = Arc::new(tokio::sync::Notify::new());
     spawn_control(&rt, &shared, &cfg, state_changed.clone());
     spawn_diagnostics(&rt, &shared, &cfg, state_changed);
-    tracing::info!(cameras = ?cfg.camera_names, control_rate_hz = cfg.control_rate_hz, command = "joint_commands", "vla_controller running");
-
     if priorities.receive > 0 {
         let n = set_reception_thread_priority(priorities.receive);
         tracing::debug!(threads = n, priority = priorities.receive, "middleware reception threads");
     }
     let spinner = spawn_spinner(node, receivers, shared.running.clone(), priorities.receive)?;
+    // Every thread is up: say so (tests and launch tools wait for this line).
+    tracing::info!(cameras = ?cfg.camera_names, control_rate_hz = cfg.control_rate_hz, command = "joint_commands", "vla_controller running");
 
     rt.block_on(shutdown);
     tracing::info!("shutting down");
@@ -230,7 +231,7 @@ type Receiver = Box<dyn FnMut() + Send>;
 /// spins r2r, right after the take (as rclcpp's executors run callbacks): no wake-up of
 /// another thread lies between a message's arrival and its decoding, and r2r's
 /// per-subscription channel is drained after every spin, so it never fills and drops.
-/// The instruction is handled on the runtime.
+/// The instruction (for a policy that takes one) is handled on the runtime.
 fn subscribe_inputs(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config) -> anyhow::Result<Vec<Receiver>> {
     let mut receivers: Vec<Receiver> = Vec::new();
     // Cameras: best effort (sensor data), which also accepts reliable publishers.
@@ -258,6 +259,10 @@ fn subscribe_inputs(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, shared: 
         }
     }));
 
+    if shared.driver.policy().tokenizer().is_none() {
+        tracing::info!("the policy takes no instruction: not subscribing to {}", topics::INSTRUCTION);
+        return Ok(receivers);
+    }
     // Two subscriptions: a transient-local one, so that a node started after the
     // instruction was sent (by a transient-local publisher) still receives it, and a
     // volatile one, because DDS does not match a volatile publisher (the default of
@@ -281,7 +286,8 @@ fn subscribe_inputs(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, shared: 
 /// Explanations, on their own thread at their own rate, newest inference first.
 fn spawn_explainer(shared: &Shared) -> std::io::Result<JoinHandle<()>> {
     let s = shared.clone();
-    std::thread::Builder::new().name("explain".into()).spawn(move || {
+    // Normal priority, always: an explanation must never delay a command.
+    spawn_with_priority("explain", 0, move || {
         while let Some((obs, out)) = s.explanations.take() {
             let (settings, rate) = {
                 let c = &lock_live(&s.live).0;
@@ -307,8 +313,7 @@ fn spawn_explainer(shared: &Shared) -> std::io::Result<JoinHandle<()>> {
 /// latency from outside (benches/e2e.py).
 fn spawn_inference(shared: &Shared, priority: u32) -> std::io::Result<JoinHandle<()>> {
     let s = shared.clone();
-    std::thread::Builder::new().name("inference".into()).spawn(move || {
-        set_thread_priority(priority, "inference");
+    spawn_with_priority("inference", priority, move || {
         while let Some(Queued { obs, received, queued }) = s.observations.take() {
             let started = wall_ns();
             let result = s.driver.infer(&obs);
@@ -370,9 +375,8 @@ fn spawn_diagnostics(rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config
 /// Spins r2r's executor in its own thread, handling cameras and joint states after each
 /// spin; a short timeout keeps the shutdown prompt (messages wake the wait at once).
 fn spawn_spinner(node: r2r::Node, mut receivers: Vec<Receiver>, running: Arc<AtomicBool>, priority: u32) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("ros-spin".into()).spawn(move || {
+    spawn_with_priority("ros-spin", priority, move || {
         let mut node = node;
-        set_thread_priority(priority, "receive");
         while running.load(Ordering::Relaxed) {
             node.spin_once(Duration::from_millis(5));
             for receive in &mut receivers {

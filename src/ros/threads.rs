@@ -1,7 +1,24 @@
 //! The node's threads: real-time priorities, and the one-place mailboxes between them.
 
 use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
+
+/// Spawns thread `name`, which first takes real-time `priority` (0: normal priority) and
+/// then runs `f`; returns once the priority is set, so that a caller that says the node
+/// is running says it of threads with their priorities.
+pub fn spawn_with_priority(name: &str, priority: u32, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    let (ready, started) = std::sync::mpsc::channel();
+    let role = name.to_owned();
+    let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
+        set_thread_priority(priority, &role);
+        let _ = ready.send(());
+        f()
+    })?;
+    // An error means the thread ended before it could say so; join reports why.
+    let _ = started.recv();
+    Ok(handle)
+}
 
 /// Puts a thread of this process (0: the calling one) under SCHED_FIFO with `priority`.
 fn set_fifo(tid: libc::pid_t, priority: u32) -> std::io::Result<()> {

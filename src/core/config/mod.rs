@@ -199,13 +199,15 @@ parameters! {
     thread_priority: u32 = 50, Rule::Priority, startup;
     /// cameras, read from camera/<name>/image_raw, in the policy's order
     camera_names: Vec<String> = ["main", "side", "top"].map(String::from).to_vec(), Rule::Names, startup;
-    /// expected camera image width in pixels
+    /// expected camera image width in pixels, for version-1 policies (version 2 names its own)
     image_width: u32 = 640, Rule::AtLeast(1), startup;
-    /// expected camera image height in pixels
+    /// expected camera image height in pixels, for version-1 policies (version 2 names its own)
     image_height: u32 = 480, Rule::AtLeast(1), startup;
-    /// joint order of commands, as the policy orders them
+    /// the robot's joints, in command order; each must be an action of the policy
     joint_names: Vec<String> = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch", "wrist_roll", "gripper"]
         .map(String::from).to_vec(), Rule::Names, startup;
+    /// robot_joint:policy_joint renamings for joints the policy names differently
+    joint_name_map: Vec<String> = Vec::new(), Rule::NamePairs, startup;
     /// command rate, must equal the policy's
     control_rate_hz: f64 = 50.0, Rule::Positive, startup;
     /// ApproximateTime queue size per camera

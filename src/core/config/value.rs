@@ -237,6 +237,8 @@ pub enum Rule {
     DistinctNames,
     /// A list of finite numbers (its length is checked against other parameters).
     Finite,
+    /// A list of `a:b` pairs, each name at most once on its side.
+    NamePairs,
 }
 
 impl Rule {
@@ -269,6 +271,10 @@ impl Rule {
                 },
                 _ => Ok(()),
             },
+            (Rule::NamePairs, _) => match v {
+                ParamValue::StringArray(entries) => parse_name_map(entries).map(|_| ()),
+                _ => Ok(()),
+            },
             (Rule::Finite, _) => match v {
                 ParamValue::DoubleArray(x) if x.iter().any(|x| !x.is_finite()) => fail("values must be finite"),
                 _ => Ok(()),
@@ -290,8 +296,27 @@ impl Rule {
             Rule::Names => "distinct, at least one".into(),
             Rule::DistinctNames => "distinct".into(),
             Rule::Finite => "finite".into(),
+            Rule::NamePairs => "robot:policy pairs".into(),
         }
     }
+}
+
+/// The `joint_name_map` entries as (robot name, policy name).
+pub fn parse_name_map(entries: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut pairs: Vec<(String, String)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Some((robot, policy)) = e.split_once(':').filter(|(r, p)| !r.is_empty() && !p.is_empty() && !p.contains(':')) else {
+            return Err(format!("`{e}`: expected robot_joint:policy_joint"));
+        };
+        if pairs.iter().any(|(r, _)| r == robot) {
+            return Err(format!("robot joint `{robot}` is mapped twice"));
+        }
+        if pairs.iter().any(|(_, p)| p == policy) {
+            return Err(format!("policy joint `{policy}` is mapped twice"));
+        }
+        pairs.push((robot.to_owned(), policy.to_owned()));
+    }
+    Ok(pairs)
 }
 
 /// One parameter of the node: the table [`super::PARAMETERS`] holds one per parameter.

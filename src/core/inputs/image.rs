@@ -1,7 +1,14 @@
 //! Camera image decoding: a sensor_msgs/Image's fields in, the policy's RGB input out.
 //!
 //! Decoding and resizing happen in one pass so that a 640x480 frame is read once and
-//! only the small policy-size image is kept.
+//! only the small policy-size image is kept. Three ways to the policy's size
+//! ([`ResizeMode`]): the area mean, bilinear interpolation with half-pixel centres, and
+//! letterboxing (bilinear keeping the aspect ratio, padded with black on the left and
+//! top, as LeRobot's `resize_with_pad`). The bilinear arithmetic is that of PyTorch's
+//! `interpolate(mode="bilinear", align_corners=False)`, done in f64 and rounded half up,
+//! so that a plain Python reference (tests/explain) gives the same bytes.
+
+pub use crate::core::contract::ResizeMode;
 
 /// The fields of a sensor_msgs/Image that matter here, borrowed from the message.
 #[derive(Debug, Clone, Copy)]
@@ -58,13 +65,17 @@ impl Layout {
 pub enum ImageError {
     #[error("unsupported encoding `{0}` (rgb8, bgr8, rgba8, bgra8, mono8 are)")]
     Encoding(String),
-    #[error("size {width}x{height} differs from the configured {expected_width}x{expected_height}")]
+    #[error("size {width}x{height} differs from the {} {expected_width}x{expected_height}", if *.by_policy { "policy's expected" } else { "configured" })]
     Size {
         width: u32,
         height: u32,
         expected_width: u32,
         expected_height: u32,
+        /// The policy named the size (contract version 2), not `image_width` x `image_height`.
+        by_policy: bool,
     },
+    #[error("image of {width}x{height} pixels has nothing to resize")]
+    Empty { width: u32, height: u32 },
     #[error("step {step} is below width {width} x {channels} channels")]
     Step { step: u32, width: u32, channels: usize },
     #[error("data holds {len} bytes, step x height = {expected}")]
@@ -76,33 +87,57 @@ impl ImageError {
     pub fn kind(&self) -> &'static str {
         match self {
             ImageError::Encoding(_) => "unsupported encoding",
-            ImageError::Size { .. } => "image size differs from image_width x image_height",
+            ImageError::Size { by_policy: false, .. } => "image size differs from image_width x image_height",
+            ImageError::Size { by_policy: true, .. } => "image size differs from the policy's expected size",
+            ImageError::Empty { .. } => "empty image",
             ImageError::Step { .. } => "step below width x channels",
             ImageError::DataLength { .. } => "data length differs from step x height",
         }
     }
 }
 
+/// The size an image must have before it is resized, and who said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Any size.
+    Any,
+    /// `image_width` x `image_height` of the configuration.
+    Configured(u32, u32),
+    /// The policy's `expected_width` x `expected_height`.
+    Policy(u32, u32),
+}
+
+/// [`decode`] by area mean, from an image of the configured size.
+pub fn decode_resize(img: &RawImage<'_>, expected: (u32, u32), out_w: usize, out_h: usize, out: &mut Vec<u8>) -> Result<(), ImageError> {
+    decode(img, Expected::Configured(expected.0, expected.1), out_w, out_h, ResizeMode::Area, out)
+}
+
 /// Checks `img` against the expected size and layout rules, then writes it as RGB into
-/// `out` (`out_h x out_w x 3`, row-major), averaging over the source area of each output
-/// pixel. For integer factors (640x480 to 128x96) every output pixel is the mean of a
-/// factor x factor block rounded half up: `(sum + n/2) / n`, the same arithmetic the
-/// training pipeline uses, so the policy sees exactly what it was trained on.
-pub fn decode_resize(
+/// `out` (`out_h x out_w x 3`, row-major), resized by `mode`.
+///
+/// By area, every output pixel averages the source pixels of its span. For integer
+/// factors (640x480 to 128x96) that is the mean of a factor x factor block rounded half
+/// up: `(sum + n/2) / n`, the same arithmetic the training pipeline uses, so the policy
+/// sees exactly what it was trained on.
+pub fn decode(
     img: &RawImage<'_>,
-    expected: (u32, u32),
+    expected: Expected,
     out_w: usize,
     out_h: usize,
+    mode: ResizeMode,
     out: &mut Vec<u8>,
 ) -> Result<(), ImageError> {
     let layout = Layout::parse(img.encoding).ok_or_else(|| ImageError::Encoding(img.encoding.to_owned()))?;
-    if (img.width, img.height) != expected {
-        return Err(ImageError::Size {
-            width: img.width,
-            height: img.height,
-            expected_width: expected.0,
-            expected_height: expected.1,
-        });
+    let (want, by_policy) = match expected {
+        Expected::Any => (None, false),
+        Expected::Configured(w, h) => (Some((w, h)), false),
+        Expected::Policy(w, h) => (Some((w, h)), true),
+    };
+    if let Some((ew, eh)) = want.filter(|&e| e != (img.width, img.height)) {
+        return Err(ImageError::Size { width: img.width, height: img.height, expected_width: ew, expected_height: eh, by_policy });
+    }
+    if img.width == 0 || img.height == 0 {
+        return Err(ImageError::Empty { width: img.width, height: img.height });
     }
     let ch = layout.channels();
     let (w, h, step) = (img.width as usize, img.height as usize, img.step as usize);
@@ -116,6 +151,18 @@ pub fn decode_resize(
     out.clear();
     out.resize(out_w * out_h * 3, 0);
     let geometry = Geometry { w, h, ch, step, offs: layout.rgb_offsets() };
+    match mode {
+        ResizeMode::Area => {}
+        ResizeMode::Bilinear => {
+            bilinear_into(img.data, &geometry, (out_w, out_h), (0, 0), out_w, out);
+            return Ok(());
+        }
+        ResizeMode::Letterbox => {
+            let (rw, rh) = letterbox_size((w, h), (out_w, out_h));
+            bilinear_into(img.data, &geometry, (rw, rh), (out_w - rw, out_h - rh), out_w, out);
+            return Ok(());
+        }
+    }
     // A span of at most 256 rows sums to at most 256 x 255 = 65280 per byte: 16-bit sums
     // hold it and halve the work of the vertical pass.
     if h.div_ceil(out_h) < 257 {
@@ -124,6 +171,52 @@ pub fn decode_resize(
         resize_into::<u32>(img.data, &geometry, out_w, out_h, out);
     }
     Ok(())
+}
+
+/// The size an image of `src` size is resized to when letterboxed into `dst`, as
+/// LeRobot's `resize_with_pad`: scaled by the larger of the two ratios, each side
+/// truncated (and at least one pixel, where the aspect ratio is extreme).
+pub fn letterbox_size(src: (usize, usize), dst: (usize, usize)) -> (usize, usize) {
+    let ratio = (src.0 as f64 / dst.0 as f64).max(src.1 as f64 / dst.1 as f64);
+    let side = |s: usize, d: usize| ((s as f64 / ratio) as usize).clamp(1, d);
+    (side(src.0, dst.0), side(src.1, dst.1))
+}
+
+/// One axis of a bilinear resize: per output index, the two source indices and the
+/// weight of the second, as PyTorch's `area_pixel_compute_source_index` with
+/// `align_corners=False`: `src = (dst + 0.5) * in / out - 0.5`, at least 0.
+fn bilinear_axis(src_len: usize, dst_len: usize) -> Vec<(usize, usize, f64)> {
+    let scale = src_len as f64 / dst_len as f64;
+    (0..dst_len)
+        .map(|d| {
+            let s = (scale * (d as f64 + 0.5) - 0.5).max(0.0);
+            let i0 = (s as usize).min(src_len - 1);
+            let i1 = if i0 < src_len - 1 { i0 + 1 } else { i0 };
+            (i0, i1, s - i0 as f64)
+        })
+        .collect()
+}
+
+/// Bilinear resize of the source into a `size` region of `out` (rows `out_w` pixels
+/// wide) whose top-left corner is at `offset`; the rest of `out` stays as it is (black).
+/// Each channel: `h0 * (w0 * p00 + w1 * p01) + h1 * (w0 * p10 + w1 * p11)` in f64,
+/// rounded half up, in PyTorch's order of operations.
+fn bilinear_into(data: &[u8], g: &Geometry, size: (usize, usize), offset: (usize, usize), out_w: usize, out: &mut [u8]) {
+    let cols = bilinear_axis(g.w, size.0);
+    let rows = bilinear_axis(g.h, size.1);
+    let px = |y: usize, x: usize, c: usize| f64::from(data[y * g.step + x * g.ch + g.offs[c]]);
+    for (oy, &(y0, y1, hl)) in rows.iter().enumerate() {
+        let h0 = 1.0 - hl;
+        let row = (oy + offset.1) * out_w;
+        for (ox, &(x0, x1, wl)) in cols.iter().enumerate() {
+            let w0 = 1.0 - wl;
+            let o = (row + ox + offset.0) * 3;
+            for c in 0..3 {
+                let v = h0 * (w0 * px(y0, x0, c) + wl * px(y0, x1, c)) + hl * (w0 * px(y1, x0, c) + wl * px(y1, x1, c));
+                out[o + c] = (v + 0.5).floor().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
 }
 
 /// Where a checked source image's pixels are: size, channels per pixel, row step, and

@@ -10,27 +10,35 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use self::image::{decode_resize, ImageError, RawImage};
+use self::image::{decode, decode_resize, Expected, ImageError, RawImage};
 use crate::core::config::Config;
-use crate::core::contract::PolicyMeta;
+use crate::core::contract::{CameraSpec, PolicyMeta};
 
-/// Decodes camera images to the policy's input size. Holds no state, so the node can run
-/// it outside any lock, on the thread that received the image.
-#[derive(Debug, Clone, Copy)]
+/// Decodes camera images to the policy's input size, each camera by its own rules. Holds
+/// no state, so the node can run it outside any lock, on the thread that received the
+/// image.
+#[derive(Debug, Clone)]
 pub struct ImageDecoder {
-    expected: (u32, u32),
-    out_w: usize,
-    out_h: usize,
+    cameras: Vec<(Expected, CameraSpec)>,
 }
 
 impl ImageDecoder {
+    /// A version-1 policy's cameras have the configured size (`image_width` x
+    /// `image_height`); a version-2 policy names each camera's expected size, or none.
     pub fn new(cfg: &Config, meta: &PolicyMeta) -> Self {
-        ImageDecoder { expected: (cfg.image_width, cfg.image_height), out_w: meta.image_width, out_h: meta.image_height }
+        let expected = |c: &CameraSpec| match (meta.contract_version, c.expected_width, c.expected_height) {
+            (1, _, _) => Expected::Configured(cfg.image_width, cfg.image_height),
+            (_, Some(w), Some(h)) => Expected::Policy(w, h),
+            _ => Expected::Any,
+        };
+        ImageDecoder { cameras: meta.cameras.iter().map(|c| (expected(c), c.clone())).collect() }
     }
 
-    pub fn decode(&self, raw: &RawImage<'_>) -> Result<Vec<u8>, ImageError> {
+    /// Camera `camera`'s image at the policy's input size.
+    pub fn decode(&self, camera: usize, raw: &RawImage<'_>) -> Result<Vec<u8>, ImageError> {
+        let (expected, c) = &self.cameras[camera];
         let mut out = Vec::new();
-        decode_resize(raw, self.expected, self.out_w, self.out_h, &mut out)?;
+        decode(raw, *expected, c.width, c.height, c.resize, &mut out)?;
         Ok(out)
     }
 }
