@@ -19,7 +19,8 @@ stamp of the set behind each command (~/timing/command) and their counters
 - input to command: to the first command that uses it. The control tick bounds it: a
   chunk waits up to a period (20 ms at 50 Hz) for the next tick, whichever node made it;
 - sets dropped (published, never inferred), each node's own drops by reason, sets it
-  superseded (newest wins), and images lost in transport;
+  superseded (newest wins), and images lost in transport (while measuring, good to
+  one set);
 - the peer's own CPU (its publishing thread, and its whole process), since on a small
   machine it takes its share of the cores.
 
@@ -38,6 +39,7 @@ measured). Results go to target/bench-e2e.json or target/bench-sweep.json.
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime
 import json
 import os
@@ -134,6 +136,10 @@ def policy_for_cameras(names: list[str]) -> Path:
     return out
 
 
+def received_images(counters: dict) -> int:
+    return sum(int(v) for k, v in counters.items() if k.startswith("received/camera/"))
+
+
 def percentiles(v):
     if not v:
         return {"p50": None, "p99": None, "max": None, "n": 0}
@@ -209,6 +215,9 @@ class Bench:
             self.command_times = []
             self.sets = 0
             self.matched_images = 0
+            self.sent_log = [(0, 0)]  # (publication time of a set, images sent to the node up to it)
+            self.measuring = False
+            self.snapshot = None
 
     def _timing(self, msg, into):
         t = time.time_ns()
@@ -229,6 +238,13 @@ class Bench:
             if st.name.startswith("/vla_controller"):
                 with self.lock:
                     self.counters = {kv.key: kv.value for kv in st.values}
+                    if self.measuring and self.snapshot is None:
+                        # Images sent and received when the node counted: sets published
+                        # more than 5 ms before its stamp have arrived unless lost, later
+                        # ones may be on their way (so the count is good to a set).
+                        t = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec - 5_000_000
+                        sent = self.sent_log[bisect.bisect_right(self.sent_log, (t, 1 << 62)) - 1][1]
+                        self.snapshot = (sent, received_images(self.counters))
 
     def _command(self, _msg):
         with self.lock:
@@ -244,6 +260,7 @@ class Bench:
         matched = sum(1 for pub, _ in self.active if pub.get_subscription_count())
         with self.lock:
             self.matched_images += matched
+            self.sent_log.append((time.time_ns(), self.matched_images))
             self.published[stamp] = time.time_ns()
             self.sets += 1
 
@@ -278,6 +295,7 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
                     measuring_from = max(bench.published)
                     first_set = bench.sets
                     start = (time.monotonic(), proc_usage(proc.pid)[0], time.thread_time(), time.process_time())
+                    bench.measuring = True
                 if measuring_from is not None and bench.sets - first_set >= frames:
                     break
             if measuring_from is None and (now > deadline or proc.poll() is not None):
@@ -286,7 +304,8 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
         time.sleep(max(0.0, min(t_next, j_next) - time.monotonic()))
     end_feed = time.time_ns()
     end = (time.monotonic(), proc_usage(proc.pid)[0], time.thread_time(), time.process_time())
-    matched_images = bench.matched_images
+    with bench.lock:
+        sent_at_end = bench.matched_images
     time.sleep(1.5)  # let the last chunks, commands and diagnostics (1 Hz) arrive
     _, rss = proc_usage(proc.pid)
     proc.send_signal(signal.SIGINT)
@@ -304,9 +323,13 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
         staged = [(t, bench.stages[s]) for s, t in sets.items() if s in bench.stages]
         cmds = [t for t in bench.command_times if measuring_from <= t <= end_feed]
         counters = dict(bench.counters)
+        snapshot = bench.snapshot
     gaps = np.diff(np.array(cmds)) / 1e6
     ms = lambda f: percentiles([f(t, *st) / 1e6 for t, st in staged])  # noqa: E731
-    received = sum(int(v) for k, v in counters.items() if k.startswith("received/camera/"))
+    # Sent while the node was subscribed and measuring, and not counted as received by it.
+    lost = None
+    if snapshot is not None and counters:
+        lost = (sent_at_end - snapshot[0]) - (received_images(counters) - snapshot[1])
     return {
         "point": point.__dict__,
         "sets_published": len(sets),
@@ -329,7 +352,7 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
         "drops_by_reason": {k: int(v) for k, v in counters.items()
                             if k.startswith(("dropped/", "rejected/")) and int(v) > 0},
         "superseded": int(counters.get("observations_superseded", 0)),
-        "images_lost_in_transport": matched_images - received if counters else None,
+        "images_lost_in_transport": lost,
         "measured_seconds": seconds,
         "cpu_seconds": end[1] - start[1],
         "cpu_ms_per_set": (end[1] - start[1]) * 1e3 / max(len(sets), 1),
@@ -411,7 +434,7 @@ def print_comparison(r: dict, p: dict, floor: dict, paced: dict) -> None:
     print(f"| sets dropped (published, never inferred) | {r['sets_dropped']} of {r['sets_published']} | "
           f"{p['sets_dropped']} of {p['sets_published']} | |")
     print(f"| sets superseded by a newer one (whole runs) | {r['superseded']} | {p['superseded']} | |")
-    print(f"| images lost in transport (whole runs) | {r['images_lost_in_transport']} | {p['images_lost_in_transport']} | |")
+    print(f"| images lost in transport | {r['images_lost_in_transport']} | {p['images_lost_in_transport']} | |")
     print(f"| commands per second | {r['command_rate_hz']:.1f} | {p['command_rate_hz']:.1f} | |")
     print(f"| peer publishing the inputs, CPU % of one core (publishing thread / whole process) | "
           f"{r['peer_publisher_cpu_percent']:.0f} / {r['peer_process_cpu_percent']:.0f} | "
@@ -450,8 +473,9 @@ def sweep_points(args) -> list[Point]:
 
 
 def print_sweep(rows: list[dict], names: list[str]) -> None:
-    print("\nPer point, each node once (sets dropped of published; p99 outside the forward pass; "
-          "CPU % of one core and per set; peer's CPU % of one core, publishing thread / whole process):\n")
+    print("\nPer point, each node once (sets dropped of published, and images lost in transport if any; p99 "
+          "outside the forward pass; CPU % of one core and per set; the peer's CPU % of one core, publishing "
+          "thread / whole process):\n")
     head = "| cameras | image | camera Hz | joint Hz |"
     sep = "|---|---|---|---|"
     for n in names:
@@ -466,7 +490,8 @@ def print_sweep(rows: list[dict], names: list[str]) -> None:
             if "error" in r:
                 line += f" failed: {r['error']} | | | |"
                 continue
-            line += (f" {r['sets_dropped']} of {r['sets_published']} | {fmt(r['stages_ms']['outside_forward']['p99'])} | "
+            lost = f" (lost {r['images_lost_in_transport']})" if r["images_lost_in_transport"] else ""
+            line += (f" {r['sets_dropped']} of {r['sets_published']}{lost} | {fmt(r['stages_ms']['outside_forward']['p99'])} | "
                      f"{r['cpu_percent_of_core']:.0f} ({r['cpu_ms_per_set']:.1f}) | "
                      f"{r['peer_publisher_cpu_percent']:.0f} / {r['peer_process_cpu_percent']:.0f} |")
         print(line)

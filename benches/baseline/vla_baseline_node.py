@@ -23,6 +23,8 @@ replays to 1e-3). What makes it fast, each measured in BENCHMARKS.md:
   diagnostics spin on a second executor at normal priority;
 - camera images taken serialized (`raw=True`) and read in place from the CDR bytes: no
   message object, no copy of the pixels before decoding;
+- explanations drawn with whole-image numpy passes into buffers kept between frames
+  (separable upsampling, one `np.take` table lookup per pixel, 16-bit blending);
 - decoding by exact integer area averaging in a few whole-image numpy passes (rows
   summed in uint16 by strided adds, then columns), 0.4-0.5 ms for a 640x480 image,
   where the shipped `reshape(...).sum(axis=(1, 3))` into uint32 took 13-24 ms;
@@ -40,6 +42,7 @@ Explanations are the policy's own attention maps (the Rust node's
 `explanation_method: policy_attention`, which the benchmark uses); occlusion is not
 implemented here. `vla_baseline_node.py replay BAG -o OUT` runs a recording through
 the same pipeline as fast as it goes (replay.py), like `vla_controller replay`.
+`VLA_BASELINE_WITHOUT=raw_images,...` leaves techniques out, to measure each.
 
     python benches/baseline/vla_baseline_node.py --ros-args --params-file config/controller.yaml
 """
@@ -81,6 +84,9 @@ PARAMS = {
 #: GIL switch interval: how long a thread that wants the interpreter waits at most.
 SWITCH_INTERVAL_S = 0.0005
 WARMUP_PASSES = 20
+#: Techniques to leave out, one at a time, to measure what each brings (BENCHMARKS.md):
+#: a comma list of switch_interval, raw_images, data_executor, gc_freeze, warmup.
+WITHOUT = set(filter(None, os.environ.get("VLA_BASELINE_WITHOUT", "").split(",")))
 
 
 class ConfigError(Exception):
@@ -344,15 +350,18 @@ class LatestSlot:
 
 
 def set_fifo(priority: int, tid: int = 0, log=None) -> bool:
-    """SCHED_FIFO for a thread of this process (0: the calling one), as the node does."""
+    """SCHED_FIFO for a thread of this process (0: the calling one), as the node does;
+    without permission it says so once and the thread stays as it is."""
     if priority <= 0:
         return False
     try:
         os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
         return True
     except OSError as e:
-        if log is not None:
-            log(f"thread_priority not applied, running at normal priority ({e})")
+        if log is not None and not getattr(set_fifo, "warned", False):
+            set_fifo.warned = True
+            log(f"thread_priority not applied, running at normal priority ({e}); grant rtprio or set "
+                "thread_priority to 0")
         return False
 
 
@@ -391,7 +400,8 @@ def run_node(argv: list[str]) -> int:
     runner = PolicyRunner(policy, meta, p["device"])
     stats = Stats()
     pipe = Pipeline(p, meta, stats)
-    runner.warm_up(pipe.tokenizer.encode(""))
+    if "warmup" not in WITHOUT:
+        runner.warm_up(pipe.tokenizer.encode(""))
     lock = threading.Lock()  # the pipeline's, as the node's Mutex<Core>
     decoder = ImageDecoder(p["image_width"], p["image_height"], meta["image_width"], meta["image_height"])
     slot, explain_slot = LatestSlot(), LatestSlot()
@@ -404,15 +414,20 @@ def run_node(argv: list[str]) -> int:
         return node.get_clock().now().nanoseconds if use_sim_time else time.time_ns()
 
     # The data path: its own node and executor, so each wait holds these subscriptions only.
-    io = Node("vla_controller_io", start_parameter_services=False, enable_rosout=False)
+    split = "data_executor" not in WITHOUT
+    io = Node("vla_controller_io", start_parameter_services=False, enable_rosout=False) if split else node
 
     def on_camera(i: int):
         topic = camera_topic(p["camera_names"][i])
 
-        def callback(raw: bytes):
+        def callback(raw):
             received, now = time.time_ns(), now_ns()
             try:
-                img = CameraImage(*parse_image_cdr(raw))
+                if raw_images:
+                    img = CameraImage(*parse_image_cdr(raw))
+                else:
+                    img = CameraImage(ns(raw.header.stamp), raw.header.frame_id, raw.width, raw.height, raw.encoding,
+                                      raw.step, raw.data)
             except (ValueError, struct.error, UnicodeDecodeError):
                 with stats.lock:
                     stats.count(stats.received, topic)
@@ -430,8 +445,9 @@ def run_node(argv: list[str]) -> int:
                         stats.observations_superseded += 1
         return callback
 
+    raw_images = "raw_images" not in WITHOUT
     for i, name in enumerate(p["camera_names"]):
-        io.create_subscription(Image, camera_topic(name), on_camera(i), qos_profile_sensor_data, raw=True)
+        io.create_subscription(Image, camera_topic(name), on_camera(i), qos_profile_sensor_data, raw=raw_images)
 
     def on_joints(msg):
         now = now_ns()
@@ -590,10 +606,13 @@ def run_node(argv: list[str]) -> int:
             rate = node.get_parameter("explain_rate_hz").value
             time.sleep(max(0.0, 1.0 / rate - (time.perf_counter() - t0)))
 
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.freeze()
+    if "switch_interval" not in WITHOUT:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if "gc_freeze" not in WITHOUT:
+        gc.freeze()
     io_exec, main_exec = SingleThreadedExecutor(), SingleThreadedExecutor()
-    io_exec.add_node(io)
+    if split:
+        io_exec.add_node(io)
     main_exec.add_node(node)
 
     def spin_io():
@@ -614,8 +633,12 @@ def run_node(argv: list[str]) -> int:
                     raise
         return run
 
-    threads = [threading.Thread(target=guarded(f), name=n, daemon=True) for f, n in (
-        (spin_io, "receive"), (infer_loop, "inference"), (control_loop, "control"), (explain_loop, "explain"))]
+    loops = [(infer_loop, "inference"), (control_loop, "control"), (explain_loop, "explain")]
+    if split:
+        loops.insert(0, (spin_io, "receive"))
+    else:
+        set_fifo(receive_prio, log=log.warning)  # one executor for everything, in this thread
+    threads = [threading.Thread(target=guarded(f), name=n, daemon=True) for f, n in loops]
     for t in threads:
         t.start()
     if receive_prio:
@@ -634,7 +657,7 @@ def run_node(argv: list[str]) -> int:
         running.clear()
         slot.close()
         explain_slot.close()
-        for t in threads[1:]:
+        for t in threads[split:]:
             t.join(timeout=2)
         io_exec.shutdown()
         main_exec.shutdown()
