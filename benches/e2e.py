@@ -540,7 +540,8 @@ def main() -> int:
     bench = Bench(node)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
     names = [args.only] if args.only else ["rust", "python"]
     started = time.monotonic()
     try:
@@ -549,6 +550,7 @@ def main() -> int:
         return compare(args, bench, names, extra, started)
     finally:
         ex.shutdown()
+        spinner.join(timeout=5)
         rclpy.try_shutdown()
 
 

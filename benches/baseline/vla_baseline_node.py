@@ -16,11 +16,10 @@ replays to 1e-3). What makes it fast, each measured in BENCHMARKS.md:
   and explanations each on their own thread; the receive, inference and control threads
   under SCHED_FIFO at `thread_priority` - 1, - 2 and `thread_priority` (and Fast DDS's
   reception threads at the receive priority), where permitted, as the node does;
-- the data path on its own SingleThreadedExecutor (the fast rclpy executor here; the
-  MultiThreadedExecutor with a reentrant group dropped sets, and this build's
-  EventsExecutor fires no timers) and its own small node, so each wait set holds the
-  camera and joint_states subscriptions only; parameters, the instruction, /clock and
-  diagnostics spin on a second executor at normal priority;
+- one SingleThreadedExecutor, spun by the receive thread: the fast rclpy executor here
+  (the MultiThreadedExecutor with a reentrant group dropped sets, this build's
+  EventsExecutor fires no timers, and a second executor for the cameras and joint
+  states alone made the tail longer, not shorter);
 - camera images taken serialized (`raw=True`) and read in place from the CDR bytes: no
   message object, no copy of the pixels before decoding;
 - explanations drawn with whole-image numpy passes into buffers kept between frames
@@ -85,7 +84,7 @@ PARAMS = {
 SWITCH_INTERVAL_S = 0.0005
 WARMUP_PASSES = 20
 #: Techniques to leave out, one at a time, to measure what each brings (BENCHMARKS.md):
-#: a comma list of switch_interval, raw_images, data_executor, gc_freeze, warmup.
+#: a comma list of switch_interval, raw_images, gc_freeze, warmup.
 WITHOUT = set(filter(None, os.environ.get("VLA_BASELINE_WITHOUT", "").split(",")))
 
 
@@ -365,6 +364,15 @@ def set_fifo(priority: int, tid: int = 0, log=None) -> bool:
         return False
 
 
+def name_thread(name: str) -> None:
+    """The calling thread's name as the system shows it (/proc, top -H), as the node's."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
@@ -413,10 +421,6 @@ def run_node(argv: list[str]) -> int:
     def now_ns() -> int:
         return node.get_clock().now().nanoseconds if use_sim_time else time.time_ns()
 
-    # The data path: its own node and executor, so each wait holds these subscriptions only.
-    split = "data_executor" not in WITHOUT
-    io = Node("vla_controller_io", start_parameter_services=False, enable_rosout=False) if split else node
-
     def on_camera(i: int):
         topic = camera_topic(p["camera_names"][i])
 
@@ -447,14 +451,14 @@ def run_node(argv: list[str]) -> int:
 
     raw_images = "raw_images" not in WITHOUT
     for i, name in enumerate(p["camera_names"]):
-        io.create_subscription(Image, camera_topic(name), on_camera(i), qos_profile_sensor_data, raw=raw_images)
+        node.create_subscription(Image, camera_topic(name), on_camera(i), qos_profile_sensor_data, raw=raw_images)
 
     def on_joints(msg):
         now = now_ns()
         with lock:
             pipe.on_joint_state(ns(msg.header.stamp), now, msg.name, msg.position)
 
-    io.create_subscription(JointState, JOINT_STATES_TOPIC, on_joints, QoSProfile(
+    node.create_subscription(JointState, JOINT_STATES_TOPIC, on_joints, QoSProfile(
         depth=20, reliability=ReliabilityPolicy.BEST_EFFORT))
 
     # The instruction: latched and volatile subscriptions, one copy counted (as the node).
@@ -610,22 +614,14 @@ def run_node(argv: list[str]) -> int:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
     if "gc_freeze" not in WITHOUT:
         gc.freeze()
-    io_exec, main_exec = SingleThreadedExecutor(), SingleThreadedExecutor()
-    if split:
-        io_exec.add_node(io)
-    main_exec.add_node(node)
-
-    def spin_io():
-        set_fifo(receive_prio, log=log.warning)
-        try:
-            io_exec.spin()
-        except (ExternalShutdownException, rclpy.executors.ShutdownException):
-            pass
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
 
     def guarded(loop):
         # After SIGINT rclpy shuts the context down under the threads' feet: a publish
         # that fails then is the end of the thread, not an error.
         def run():
+            name_thread(threading.current_thread().name)
             try:
                 loop()
             except Exception:
@@ -633,12 +629,8 @@ def run_node(argv: list[str]) -> int:
                     raise
         return run
 
-    loops = [(infer_loop, "inference"), (control_loop, "control"), (explain_loop, "explain")]
-    if split:
-        loops.insert(0, (spin_io, "receive"))
-    else:
-        set_fifo(receive_prio, log=log.warning)  # one executor for everything, in this thread
-    threads = [threading.Thread(target=guarded(f), name=n, daemon=True) for f, n in loops]
+    threads = [threading.Thread(target=guarded(f), name=n, daemon=True)
+               for f, n in ((infer_loop, "inference"), (control_loop, "control"), (explain_loop, "explain"))]
     for t in threads:
         t.start()
     if receive_prio:
@@ -649,18 +641,20 @@ def run_node(argv: list[str]) -> int:
                 set_fifo(receive_prio, int(task.name))
     log.info(f"vla_controller baseline running: cameras {list(p['camera_names'])}, "
              f"{p['control_rate_hz']} Hz, torch threads {torch.get_num_threads()}")
+    # This thread receives: it spins the executor, at the receive priority.
+    name_thread("receive")
+    set_fifo(receive_prio, log=log.warning)
     try:
-        main_exec.spin()
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         running.clear()
         slot.close()
         explain_slot.close()
-        for t in threads[split:]:
+        for t in threads:
             t.join(timeout=2)
-        io_exec.shutdown()
-        main_exec.shutdown()
+        executor.shutdown()
         rclpy.try_shutdown()
     return 0
 
