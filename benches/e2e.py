@@ -19,10 +19,11 @@ stamp of the set behind each command (~/timing/command) and their counters
 - input to command: to the first command that uses it. The control tick bounds it: a
   chunk waits up to a period (20 ms at 50 Hz) for the next tick, whichever node made it;
 - sets dropped (published, never inferred), each node's own drops by reason, sets it
-  superseded (newest wins), and images lost in transport (while measuring, good to
-  one set);
+  superseded (newest wins);
 - the peer's own CPU (its publishing thread, and its whole process), since on a small
-  machine it takes its share of the cores.
+  machine it takes its share of the cores. Its publishing thread runs under SCHED_FIFO
+  above the nodes' threads (`--peer-priority`), as cameras keep their rate whatever the
+  controller does; the sweep prints the rate it achieved.
 
     python benches/e2e.py [--frames 300] [--rounds 2] [--only rust|python] [-p name:=value]
     python benches/e2e.py --sweep [--sweep-cameras 3,6] [--sweep-sizes 640x480,1280x720]
@@ -39,7 +40,6 @@ measured). Results go to target/bench-e2e.json or target/bench-sweep.json.
 from __future__ import annotations
 
 import argparse
-import bisect
 import datetime
 import json
 import os
@@ -79,6 +79,9 @@ POLICY = ROOT / "policy" / "demo_policy.pt"
 START = [0.0, 1.2, -1.8, -0.9, 0.0, 0.04]
 #: Overhead at p99 beyond which the sweep calls a node overloaded.
 OVERHEAD_LIMIT_MS = 10.0
+#: SCHED_FIFO priority of the peer's publishing thread, above the nodes' (50): cameras
+#: do not slow down when the controller is busy, so the load stays what the point says.
+PEER_PRIORITY = 60
 # The same work for both: explanations from the policy's own maps at 5 Hz.
 COMMON = ["-p", "explain_rate_hz:=5.0"]
 NODES = {
@@ -134,10 +137,6 @@ def policy_for_cameras(names: list[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(torch.jit.script(model), str(out))
     return out
-
-
-def received_images(counters: dict) -> int:
-    return sum(int(v) for k, v in counters.items() if k.startswith("received/camera/"))
 
 
 def percentiles(v):
@@ -214,10 +213,6 @@ class Bench:
             self.counters = {}  # the node's last /diagnostics values
             self.command_times = []
             self.sets = 0
-            self.matched_images = 0
-            self.sent_log = [(0, 0)]  # (publication time of a set, images sent to the node up to it)
-            self.measuring = False
-            self.snapshot = None
 
     def _timing(self, msg, into):
         t = time.time_ns()
@@ -238,13 +233,6 @@ class Bench:
             if st.name.startswith("/vla_controller"):
                 with self.lock:
                     self.counters = {kv.key: kv.value for kv in st.values}
-                    if self.measuring and self.snapshot is None:
-                        # Images sent and received when the node counted: sets published
-                        # more than 5 ms before its stamp have arrived unless lost, later
-                        # ones may be on their way (so the count is good to a set).
-                        t = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec - 5_000_000
-                        sent = self.sent_log[bisect.bisect_right(self.sent_log, (t, 1 << 62)) - 1][1]
-                        self.snapshot = (sent, received_images(self.counters))
 
     def _command(self, _msg):
         with self.lock:
@@ -255,12 +243,7 @@ class Bench:
         for pub, m in self.active:
             m.header.stamp.sec, m.header.stamp.nanosec = stamp // 10**9, stamp % 10**9
             pub.publish(m)
-        # Images sent while the node's subscription was matched: the others were never
-        # on their way to it.
-        matched = sum(1 for pub, _ in self.active if pub.get_subscription_count())
         with self.lock:
-            self.matched_images += matched
-            self.sent_log.append((time.time_ns(), self.matched_images))
             self.published[stamp] = time.time_ns()
             self.sets += 1
 
@@ -271,7 +254,19 @@ class Bench:
         self.joints.publish(m)
 
 
-def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, extra: list[str]) -> dict:
+def peer_priority(priority: int) -> None:
+    """The calling (publishing) thread under SCHED_FIFO `priority`, or back to normal with 0."""
+    try:
+        if priority > 0:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        else:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError as e:
+        print(f"peer priority not applied ({e}): the peer publishes at normal priority")
+
+
+def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, extra: list[str],
+             priority: int = PEER_PRIORITY) -> dict:
     log = open(ROOT / "target" / f"bench-e2e-{name}.log", "w")
     proc = subprocess.Popen(NODES[name] + point.node_params() + extra, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     bench.configure(point)
@@ -282,6 +277,7 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
     t_next, j_next = time.monotonic(), time.monotonic()
     # Feed until the node produces chunks, then `warmup` more sets, then measure.
     measuring_from = None
+    peer_priority(priority)
     while True:
         now = time.monotonic()
         if now >= j_next:
@@ -295,17 +291,16 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
                     measuring_from = max(bench.published)
                     first_set = bench.sets
                     start = (time.monotonic(), proc_usage(proc.pid)[0], time.thread_time(), time.process_time())
-                    bench.measuring = True
                 if measuring_from is not None and bench.sets - first_set >= frames:
                     break
             if measuring_from is None and (now > deadline or proc.poll() is not None):
+                peer_priority(0)
                 proc.kill()
                 raise RuntimeError(f"{name}: no chunk within 60 s; see target/bench-e2e-{name}.log")
         time.sleep(max(0.0, min(t_next, j_next) - time.monotonic()))
     end_feed = time.time_ns()
     end = (time.monotonic(), proc_usage(proc.pid)[0], time.thread_time(), time.process_time())
-    with bench.lock:
-        sent_at_end = bench.matched_images
+    peer_priority(0)
     time.sleep(1.5)  # let the last chunks, commands and diagnostics (1 Hz) arrive
     _, rss = proc_usage(proc.pid)
     proc.send_signal(signal.SIGINT)
@@ -323,13 +318,8 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
         staged = [(t, bench.stages[s]) for s, t in sets.items() if s in bench.stages]
         cmds = [t for t in bench.command_times if measuring_from <= t <= end_feed]
         counters = dict(bench.counters)
-        snapshot = bench.snapshot
     gaps = np.diff(np.array(cmds)) / 1e6
     ms = lambda f: percentiles([f(t, *st) / 1e6 for t, st in staged])  # noqa: E731
-    # Sent while the node was subscribed and measuring, and not counted as received by it.
-    lost = None
-    if snapshot is not None and counters:
-        lost = (sent_at_end - snapshot[0]) - (received_images(counters) - snapshot[1])
     return {
         "point": point.__dict__,
         "sets_published": len(sets),
@@ -352,7 +342,6 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
         "drops_by_reason": {k: int(v) for k, v in counters.items()
                             if k.startswith(("dropped/", "rejected/")) and int(v) > 0},
         "superseded": int(counters.get("observations_superseded", 0)),
-        "images_lost_in_transport": lost,
         "measured_seconds": seconds,
         "cpu_seconds": end[1] - start[1],
         "cpu_ms_per_set": (end[1] - start[1]) * 1e3 / max(len(sets), 1),
@@ -369,8 +358,6 @@ def merge(runs):
     for r in runs:
         for reason, n in r["drops_by_reason"].items():
             out["drops_by_reason"][reason] = out["drops_by_reason"].get(reason, 0) + n
-    lost = [r["images_lost_in_transport"] for r in runs if r["images_lost_in_transport"] is not None]
-    out["images_lost_in_transport"] = sum(lost) if lost else None
     for k in ("cpu_seconds", "cpu_ms_per_set", "cpu_percent_of_core", "peer_publisher_cpu_percent",
               "peer_process_cpu_percent", "peak_rss_mib", "command_rate_hz"):
         out[k] = float(np.mean([r[k] for r in runs]))
@@ -434,7 +421,6 @@ def print_comparison(r: dict, p: dict, floor: dict, paced: dict) -> None:
     print(f"| sets dropped (published, never inferred) | {r['sets_dropped']} of {r['sets_published']} | "
           f"{p['sets_dropped']} of {p['sets_published']} | |")
     print(f"| sets superseded by a newer one (whole runs) | {r['superseded']} | {p['superseded']} | |")
-    print(f"| images lost in transport | {r['images_lost_in_transport']} | {p['images_lost_in_transport']} | |")
     print(f"| commands per second | {r['command_rate_hz']:.1f} | {p['command_rate_hz']:.1f} | |")
     print(f"| peer publishing the inputs, CPU % of one core (publishing thread / whole process) | "
           f"{r['peer_publisher_cpu_percent']:.0f} / {r['peer_process_cpu_percent']:.0f} | "
@@ -473,14 +459,14 @@ def sweep_points(args) -> list[Point]:
 
 
 def print_sweep(rows: list[dict], names: list[str]) -> None:
-    print("\nPer point, each node once (sets dropped of published, and images lost in transport if any; p99 "
+    print("\nPer point, each node once (camera sets the peer sent per second; sets dropped of published; p99 "
           "outside the forward pass; CPU % of one core and per set; the peer's CPU % of one core, publishing "
           "thread / whole process):\n")
     head = "| cameras | image | camera Hz | joint Hz |"
     sep = "|---|---|---|---|"
     for n in names:
-        head += f" {LABELS[n]}: dropped | outside forward p99 (ms) | CPU % core (ms/set) | peer CPU % |"
-        sep += "---|---|---|---|"
+        head += f" {LABELS[n]}: sets/s sent | dropped | outside forward p99 (ms) | CPU % core (ms/set) | peer CPU % |"
+        sep += "---|---|---|---|---|"
     print(head + "\n" + sep)
     for row in rows:
         q = row["point"]
@@ -488,10 +474,10 @@ def print_sweep(rows: list[dict], names: list[str]) -> None:
         for n in names:
             r = row[n]
             if "error" in r:
-                line += f" failed: {r['error']} | | | |"
+                line += f" did not run: {r['error']} | | | | |"
                 continue
-            lost = f" (lost {r['images_lost_in_transport']})" if r["images_lost_in_transport"] else ""
-            line += (f" {r['sets_dropped']} of {r['sets_published']}{lost} | {fmt(r['stages_ms']['outside_forward']['p99'])} | "
+            line += (f" {r['sets_published'] / r['measured_seconds']:.0f} | {r['sets_dropped']} of {r['sets_published']} | "
+                     f"{fmt(r['stages_ms']['outside_forward']['p99'])} | "
                      f"{r['cpu_percent_of_core']:.0f} ({r['cpu_ms_per_set']:.1f}) | "
                      f"{r['peer_publisher_cpu_percent']:.0f} / {r['peer_process_cpu_percent']:.0f} |")
         print(line)
@@ -499,11 +485,13 @@ def print_sweep(rows: list[dict], names: list[str]) -> None:
           f"the forward pass above {OVERHEAD_LIMIT_MS:g} ms):\n")
     for n in names:
         def first(cond):
-            hit = [row for row in rows if "error" in row[n] or cond(row[n])]
+            hit = [row for row in rows if "error" not in row[n] and cond(row[n])]
             return Point(**hit[0]["point"]).label() if hit else "none of the points"
         drops = first(lambda r: r["sets_dropped"] > 0)
         over = first(lambda r: (r["stages_ms"]["outside_forward"]["p99"] or 0) > OVERHEAD_LIMIT_MS)
-        print(f"- {LABELS[n]}: first drops sets at {drops}; first above {OVERHEAD_LIMIT_MS:g} ms at {over}")
+        failed = [Point(**row["point"]).label() for row in rows if "error" in row[n]]
+        print(f"- {LABELS[n]}: first drops sets at {drops}; first above {OVERHEAD_LIMIT_MS:g} ms at {over}"
+              + (f"; did not run at {', '.join(failed)}" if failed else ""))
 
 
 def main() -> int:
@@ -515,6 +503,8 @@ def main() -> int:
     ap.add_argument("--only", choices=sorted(NODES), help="run one implementation (no ratios)")
     ap.add_argument("-p", "--param", action="append", default=[],
                     help="name:=value for both nodes, e.g. torch_threads:=1")
+    ap.add_argument("--peer-priority", type=int, default=PEER_PRIORITY,
+                    help="SCHED_FIFO priority of the publishing peer, 0 for normal")
     ap.add_argument("--sweep", action="store_true", help="the load sweep instead of the comparison")
     csv = lambda f: lambda s: [f(x) for x in s.split(",")]  # noqa: E731
     ap.add_argument("--sweep-cameras", type=csv(int), default=[3, 6])
@@ -563,7 +553,7 @@ def compare(args, bench, names, extra, started) -> int:
     point = Point()
     for r in range(args.rounds):
         for name in names:
-            res = run_once(name, bench, point, args.frames, args.warmup, extra)
+            res = run_once(name, bench, point, args.frames, args.warmup, extra, args.peer_priority)
             results[name].append(res)
             print(f"round {r + 1} {name:6s}: outside forward p99 {fmt(res['stages_ms']['outside_forward']['p99'])} ms, "
                   f"chunk p99 {fmt(res['input_to_chunk_ms']['p99'])} ms, dropped {res['sets_dropped']}/"
@@ -588,7 +578,7 @@ def sweep(args, bench, names, extra, started) -> int:
         frames = int(args.sweep_seconds * q.rate_hz)
         for name in names:
             try:
-                res = run_once(name, bench, q, frames, int(q.rate_hz), extra)
+                res = run_once(name, bench, q, frames, int(q.rate_hz), extra, args.peer_priority)
             except RuntimeError as e:
                 res = {"error": str(e)}
             row[name] = res
