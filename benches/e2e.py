@@ -296,6 +296,7 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
             if measuring_from is None and (now > deadline or proc.poll() is not None):
                 peer_priority(0)
                 proc.kill()
+                proc.wait()
                 raise RuntimeError(f"{name}: no chunk within 60 s; see target/bench-e2e-{name}.log")
         time.sleep(max(0.0, min(t_next, j_next) - time.monotonic()))
     end_feed = time.time_ns()
@@ -308,6 +309,7 @@ def run_once(name: str, bench: Bench, point: Point, frames: int, warmup: int, ex
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
     seconds = end[0] - start[0]
     with bench.lock:
         sets = {s: t for s, t in bench.published.items() if s >= measuring_from}
@@ -577,10 +579,16 @@ def sweep(args, bench, names, extra, started) -> int:
         row = {"point": q.__dict__}
         frames = int(args.sweep_seconds * q.rate_hz)
         for name in names:
-            try:
-                res = run_once(name, bench, q, frames, int(q.rate_hz), extra, args.peer_priority)
-            except RuntimeError as e:
-                res = {"error": str(e)}
+            for attempt in (1, 2):
+                try:
+                    res = run_once(name, bench, q, frames, int(q.rate_hz), extra, args.peer_priority)
+                    break
+                except RuntimeError as e:
+                    # Seen on a loaded host: Fast DDS failing to open a shared-memory port
+                    # at start-up ("open_and_lock_file failed"), and the node receiving
+                    # nothing. A second start has worked; both attempts are reported.
+                    res = {"error": str(e), "attempts": attempt}
+                    print(f"[{k + 1}/{len(points)}] {q.label()}: {name} attempt {attempt}: {e}", flush=True)
             row[name] = res
             if "error" not in res:
                 print(f"[{k + 1}/{len(points)}] {q.label()}: {name} dropped {res['sets_dropped']}/{res['sets_published']}, "
