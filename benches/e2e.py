@@ -30,9 +30,9 @@ stamp of the set behind each command (~/timing/command) and their counters
                           [--sweep-rates 30,60] [--sweep-joint-hz 200,500] [--sweep-seconds 6]
 
 The sweep runs each node once per point (cameras x image size x camera rate x joint
-state rate; 16 points, about 8 minutes on 2 cores) and prints, per point, each node's
-drops, p99 outside the forward pass and CPU, and where each first drops sets or passes
-10 ms at p99 outside the forward pass. Six cameras use a policy of the demo's
+state rate; 16 points, 11-12 minutes on a busy 2-core host) and prints, per point, the
+rate the peer held, each node's drops, p99 outside the forward pass and CPU, and where
+each first drops sets or passes 10 ms at p99 outside the forward pass. Six cameras use a policy of the demo's
 architecture made for six cameras, untrained (same cost per camera; only timing is
 measured). Results go to target/bench-e2e.json or target/bench-sweep.json.
 """

@@ -382,7 +382,7 @@ def run_node(argv: list[str]) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from builtin_interfaces.msg import Time
+    from builtin_interfaces.msg import Duration, Time
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray, Header, String
@@ -391,6 +391,9 @@ def run_node(argv: list[str]) -> int:
 
     def to_time(t: int) -> Time:
         return Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)
+
+    def to_duration(t: int) -> Duration:
+        return Duration(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)
 
     rclpy.init(args=argv)
     node = Node("vla_controller")
@@ -493,7 +496,6 @@ def run_node(argv: list[str]) -> int:
     tokens_pub = node.create_publisher(TokenAttention, "~/attention/tokens", explain_qos)
     grids_pub = node.create_publisher(ActivationGrid, "~/attention/grids", explain_qos)
     diag_name = f"{node.get_fully_qualified_name()}: pipeline"
-    state_changed = threading.Event()
 
     def publish_diagnostics():
         with lock:
@@ -543,7 +545,8 @@ def run_node(argv: list[str]) -> int:
             with lock:
                 out = pipe.tick(now)
             if out.state_changed:
-                state_changed.set()
+                # A change of state goes out at once, not only with the periodic status.
+                publish_diagnostics()
                 if out.level == 0:
                     log.info(out.state)
                 else:
@@ -564,19 +567,12 @@ def run_node(argv: list[str]) -> int:
                 js = JointState(name=names, position=out.target.tolist())
                 js.header.stamp = to_time(now)
                 predicted_pub.publish(js)
-            if state_changed.is_set():
-                state_changed.clear()
-                publish_diagnostics()
             # Absolute deadlines; missed ticks are skipped, not bunched (tokio's Skip).
             deadline += period
             late = time.monotonic_ns() - deadline
             if late > 0:
                 deadline += (late // period + 1) * period
-            time.sleep((deadline - time.monotonic_ns()) / 1e9)
-
-    def to_duration(period_ns: int):
-        from builtin_interfaces.msg import Duration
-        return Duration(sec=period_ns // 1_000_000_000, nanosec=period_ns % 1_000_000_000)
+            time.sleep(max(0, deadline - time.monotonic_ns()) / 1e9)
 
     glyphs = Glyphs(Path(__file__).resolve().parents[2] / "assets" / "glyphs.bin")
     rgb_cache: dict = {}
