@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-core test-unit test-ros demo bench bench-e2e clean
+.PHONY: setup build test test-core test-unit test-ros demo bench bench-e2e bench-sweep clean
 
 setup:
 	scripts/setup.sh
@@ -40,3 +40,7 @@ bench: build
 
 bench-e2e: build
 	$(ENV) python benches/e2e.py
+
+# The load at which the node and the Python baseline break (11-12 minutes; not in `make test`).
+bench-sweep: build
+	$(ENV) python benches/e2e.py --sweep

@@ -1,309 +1,672 @@
-"""The baseline for benches/e2e.py: the vla_controller pipeline as a plain rclpy node with
-PyTorch, written the way a competent Python developer would write it, running the same
-TorchScript policy with the same parameters file.
+"""The Python baseline of `make bench-e2e`: the vla_controller node written as a strong
+Python robotics engineer would write it with rclpy and PyTorch, to be the best
+competitor the Rust node can be measured against. It reads the same parameters file,
+runs the same TorchScript policy through the same libtorch (PyTorch's), and publishes the
+same topics (commands, ~/predicted_joint_states, ~/timing/chunk, ~/timing/command,
+/diagnostics with every drop by reason, ~/attention/<camera> overlays, ~/attention/
+language, tokens and grids), so benches/e2e.py compares like with like.
 
-- subscriptions as the Rust node's (sensor-data cameras, joint_states, the instruction
-  both latched and volatile);
-- message_filters' Python ApproximateTimeSynchronizer algorithm (a dict of stamps per
-  topic, the product of candidates within `slop`), since message_filters itself is not
-  on PyPI;
-- numpy conversions (frombuffer, area average by reshape), the policy on a worker
-  thread, newest set wins;
-- ACT temporal ensembling on the control timer, the same safety filter;
-- the same timing topics (~/timing/chunk, ~/timing/command), drop counts by reason on
-  /diagnostics, and an overlay per camera from the policy's own attention maps at
-  explain_rate_hz.
+The pipeline is pipeline.py: the Rust node's algorithms ported one for one (message_filters'
+ApproximateTime with the inter-message bound, nearest joint state, character tokenizer,
+ACT temporal ensembling on the control tick, safety filter, holds), so that the baseline
+commands what the node commands (tests/replay/test_baseline_parity.py holds the two
+replays to 1e-3). What makes it fast, each measured in BENCHMARKS.md:
+
+- threads as the Rust node's: receiving (cameras and joint states), inference, control
+  and explanations each on their own thread; the receive, inference and control threads
+  under SCHED_FIFO at `thread_priority` - 1, - 2 and `thread_priority` (and Fast DDS's
+  reception threads at the receive priority), where permitted, as the node does;
+- one SingleThreadedExecutor, spun by the receive thread: the fast rclpy executor here
+  (the MultiThreadedExecutor with a reentrant group dropped sets, this build's
+  EventsExecutor fires no timers, and a second executor for the cameras and joint
+  states alone made the tail longer, not shorter);
+- camera images taken serialized (`raw=True`) and read in place from the CDR bytes: no
+  message object, no copy of the pixels before decoding;
+- explanations drawn with whole-image numpy passes into buffers kept between frames
+  (separable upsampling, one `np.take` table lookup per pixel, 16-bit blending);
+- decoding by exact integer area averaging in a few whole-image numpy passes (rows
+  summed in uint16 by strided adds, then columns), 0.4-0.5 ms for a 640x480 image,
+  where the shipped `reshape(...).sum(axis=(1, 3))` into uint32 took 13-24 ms;
+- the control loop as a thread sleeping to absolute deadlines, not an executor timer;
+- newest-set-wins hand-off to the inference thread (a condition variable, one slot);
+- a GIL switch interval of 0.5 ms (`sys.setswitchinterval`, 5 ms by default), so a
+  woken receive, inference or control thread gets the interpreter within 0.5 ms;
+- PyTorch: `torch.inference_mode`, `torch_threads` intra-op threads and one inter-op
+  thread, input tensors made without copies, and warm-up forward passes before the
+  first camera set (the profiling executor optimizes the graph on its first calls);
+- `gc.freeze()` after start-up, so the collector never walks the torch and rclpy objects
+  made at start.
+
+Explanations are the policy's own attention maps (the Rust node's
+`explanation_method: policy_attention`, which the benchmark uses); occlusion is not
+implemented here. `vla_baseline_node.py replay BAG -o OUT` runs a recording through
+the same pipeline as fast as it goes (replay.py), like `vla_controller replay`.
+`VLA_BASELINE_WITHOUT=raw_images,...` leaves techniques out, to measure each.
 
     python benches/baseline/vla_baseline_node.py --ros-args --params-file config/controller.yaml
 """
 
 from __future__ import annotations
 
-import itertools
+import gc
 import json
-import math
+import os
+import struct
 import sys
 import threading
 import time
-from collections import deque
+from pathlib import Path
 
 import numpy as np
-import rclpy
 import torch
-import torch.nn.functional as F
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray, Header, String
-from vla_controller_msgs.msg import InferenceTiming
 
+# Run as a script: its folder is on sys.path, and with it pipeline.py.
+from pipeline import (  # noqa: E402
+    INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, ImageDecoder, ImageRejected, Pipeline, Stats, camera_topic,
+)
+
+#: The Rust node's parameters and defaults (src/config.rs), read from the same file.
 PARAMS = {
-    "policy_path": "policy/demo_policy.pt", "camera_names": ["main", "side", "top"], "image_width": 640,
-    "image_height": 480, "joint_names": [""], "control_rate_hz": 50.0, "sync_queue_size": 10,
-    "sync_max_interval_s": 0.02, "joint_state_tolerance_s": 0.05, "ensemble_m": 0.05,
-    "joint_lower_limits": [0.0], "joint_upper_limits": [0.0], "max_step_per_tick": [0.0],
-    "explain_rate_hz": 5.0, "activation_alpha": 0.4, "torch_threads": 0,
+    "policy_path": "policy/demo_policy.pt", "device": "cpu", "torch_threads": 0, "thread_priority": 50,
+    "camera_names": ["main", "side", "top"], "image_width": 640, "image_height": 480,
+    "joint_names": ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch", "wrist_roll", "gripper"],
+    "control_rate_hz": 50.0, "sync_queue_size": 10, "sync_max_interval_s": 0.02, "sync_age_penalty": 0.1,
+    "sync_inter_message_lower_bound_s": 0.015, "joint_state_tolerance_s": 0.05, "camera_timeout_s": 0.5,
+    "joint_state_timeout_s": 0.25, "smoothing": "temporal_ensemble", "ensemble_m": 0.05,
+    "exponential_alpha": 0.5, "joint_lower_limits": [0.0], "joint_upper_limits": [0.0],
+    "max_step_per_tick": [0.0], "command_type": "float64_multi_array", "diagnostics_rate_hz": 1.0,
+    "dry_run": False, "attention_threshold": 0.3, "activation_alpha": 0.4, "explain_rate_hz": 5.0,
+    "explanation_method": "occlusion", "occlusion_batch": 16,
 }
 
+#: GIL switch interval: how long a thread that wants the interpreter waits at most.
+SWITCH_INTERVAL_S = 0.0005
+WARMUP_PASSES = 20
+#: Techniques to leave out, one at a time, to measure what each brings (BENCHMARKS.md):
+#: a comma list of switch_interval, raw_images, gc_freeze, warmup.
+WITHOUT = set(filter(None, os.environ.get("VLA_BASELINE_WITHOUT", "").split(",")))
 
-def to_time(t: int) -> Time:
-    return Time(sec=t // 10**9, nanosec=t % 10**9)
+
+class ConfigError(Exception):
+    pass
+
+
+def load_policy(p: dict):
+    """The TorchScript policy and its metadata, checked against the parameters."""
+    if p["torch_threads"] > 0:
+        torch.set_num_threads(p["torch_threads"])
+    torch.set_num_interop_threads(1)
+    path = Path(p["policy_path"])
+    if not path.is_file():
+        raise ConfigError(f"policy {path}: no such file")
+    policy = torch.jit.load(str(path), map_location=p["device"])
+    policy.eval()
+    meta = json.loads(policy.metadata())
+    diffs = []
+    if meta["camera_names"] != list(p["camera_names"]):
+        diffs.append(f"cameras: policy {meta['camera_names']}, parameter camera_names {list(p['camera_names'])}")
+    if meta["joint_names"] != list(p["joint_names"]):
+        diffs.append(f"joints: policy {meta['joint_names']}, parameter joint_names {list(p['joint_names'])}")
+    if abs(meta["control_rate_hz"] - p["control_rate_hz"]) > 1e-9:
+        diffs.append(f"control rate: policy {meta['control_rate_hz']} Hz, parameter {p['control_rate_hz']} Hz")
+    if diffs:
+        raise ConfigError(f"policy {path} does not match the configuration: " + "; ".join(diffs))
+    return policy, meta
+
+
+class PolicyRunner:
+    """One forward pass: observation in, actions in joint units, token weights and patch
+    maps out. Input tensors wrap the arrays without copies."""
+
+    def __init__(self, policy, meta: dict, device: str):
+        self.policy, self.device = policy, torch.device(device)
+        n = meta["normalization"]
+        self.s_mean, self.s_std = np.array(n["state_mean"]), np.array(n["state_std"])
+        self.a_mean, self.a_std = np.array(n["action_mean"]), np.array(n["action_std"])
+        self.shape = (1, len(meta["camera_names"]), meta["image_height"], meta["image_width"], 3)
+        self._tokens = (None, None)
+
+    def tokens(self, tokens):
+        if self._tokens[0] is not tokens:
+            self._tokens = (tokens, (torch.from_numpy(tokens.ids)[None].to(self.device),
+                                     torch.from_numpy(tokens.mask)[None].to(self.device)))
+        return self._tokens[1]
+
+    def __call__(self, images: np.ndarray, state: np.ndarray, tokens):
+        state_n = ((state - self.s_mean) / self.s_std).astype(np.float32)[None]
+        with torch.inference_mode():
+            out = self.policy(torch.from_numpy(images.reshape(self.shape)).to(self.device),
+                              torch.from_numpy(state_n).to(self.device), *self.tokens(tokens))
+        actions, weights, maps = (t[0].cpu().numpy() for t in out)
+        if not np.isfinite(actions).all():
+            raise ValueError("policy returned a non-finite action")
+        return actions.astype(np.float64) * self.a_std + self.a_mean, weights, maps
+
+    def warm_up(self, tokens, passes: int = WARMUP_PASSES):
+        images = np.zeros(self.shape, np.uint8)
+        for _ in range(passes):
+            self(images, self.s_mean.copy(), tokens)
+
+
+# --------------------------------------------------------------------------- images
+
+def parse_image_cdr(b: bytes):
+    """A serialized sensor_msgs/Image (CDR, little or big endian) read in place: stamp,
+    frame_id, width, height, encoding, step and a memoryview of the pixels. Raises
+    ValueError on anything that does not deserialize."""
+    if len(b) < 4 or b[1] not in (0, 1):
+        raise ValueError("not a CDR message")
+    e = "<" if b[1] == 1 else ">"
+    view, base, off = memoryview(b), 4, 4
+
+    def align(o, n):
+        return base + (o - base + n - 1) // n * n
+
+    def u32(o):
+        return struct.unpack_from(e + "I", b, o)[0]
+
+    def string(o):
+        o = align(o, 4)
+        n = u32(o)
+        if n == 0 or o + 4 + n > len(b):
+            raise ValueError("bad string")
+        return bytes(view[o + 4:o + 3 + n]).decode(), o + 4 + n
+
+    sec, nsec = struct.unpack_from(e + "iI", b, off)
+    frame_id, off = string(off + 8)
+    off = align(off, 4)
+    height, width = struct.unpack_from(e + "II", b, off)
+    encoding, off = string(off + 8)
+    off = align(off + 1, 4)  # is_bigendian
+    step = u32(off)
+    off = align(off + 4, 4)
+    n = u32(off)
+    if off + 4 + n > len(b):
+        raise ValueError("data beyond the message")
+    return sec * 1_000_000_000 + nsec, frame_id, width, height, encoding, step, view[off + 4:off + 4 + n]
+
+
+class CameraImage:
+    """A received image: its fields and pixels (a view into the taken message)."""
+    __slots__ = ("stamp", "frame_id", "width", "height", "encoding", "step", "data")
+
+    def __init__(self, stamp, frame_id, width, height, encoding, step, data):
+        self.stamp, self.frame_id, self.width, self.height = stamp, frame_id, width, height
+        self.encoding, self.step, self.data = encoding, step, data
+
+    def rgb(self, decoder_cache: dict) -> np.ndarray:
+        """The image as RGB at full size (no copy for tightly packed rgb8)."""
+        if self.encoding == "rgb8" and self.step == self.width * 3:
+            return np.frombuffer(self.data, np.uint8).reshape(self.height, self.width, 3)
+        key = (self.width, self.height)
+        d = decoder_cache.get(key) or decoder_cache.setdefault(key, ImageDecoder(*key, *key))
+        return d.decode(self.width, self.height, self.encoding, self.step, self.data)
+
+
+# --------------------------------------------------------------------- explanations
+
+def colormap_lut(alpha: float, steps: int = 1024) -> tuple[np.ndarray, int]:
+    """`a x colour + 128` per step of the node's inferno map (src/explain/render.rs)."""
+    stops = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32)
+    x = np.arange(steps, dtype=np.float32) / (steps - 1) * 4
+    i = np.minimum(np.floor(x).astype(int), 3)
+    colour = np.floor(stops[i] + (stops[i + 1] - stops[i]) * (x - i)[:, None] + 0.5)
+    a = round(min(max(alpha, 0.0), 1.0) * 256)
+    return (a * colour + 128).astype(np.int32), 256 - a
+
+
+def _bilinear_axis(n_out: int, n_in: int):
+    """Per output pixel: the two grid cells it lies between and the second's weight,
+    sampling at pixel centres (align_corners=False), as the node's Bilinear."""
+    s = np.clip((np.arange(n_out, dtype=np.float32) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    i0 = np.floor(s).astype(np.intp)
+    return i0, np.minimum(i0 + 1, n_in - 1), (s - i0).astype(np.float32)
+
+
+class OverlayRenderer:
+    """The grid normalized to its maximum, upsampled bilinearly, colour-mapped (1024
+    steps) and blended over the camera image in steps of 1/256, as the node draws it
+    (src/explain/render.rs): separable upsampling, one table lookup per pixel
+    (`np.take`), 16-bit integer blending, buffers kept from one frame to the next."""
+
+    def __init__(self, h: int, w: int, rows: int, cols: int, alpha: float):
+        self.x, self.y = _bilinear_axis(w, cols), _bilinear_axis(h, rows)
+        lut, keep = colormap_lut(alpha)
+        self.lut, self.keep = lut.astype(np.uint16), np.uint16(keep)
+        self.up, self.tmp = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
+        self.idx = np.empty((h, w), np.uint16)
+        self.colours, self.blend = np.empty((h, w, 3), np.uint16), np.empty((h, w, 3), np.uint16)
+
+    def __call__(self, camera: np.ndarray, grid: np.ndarray) -> np.ndarray:
+        m = float(grid.max()) if np.isfinite(grid).all() else 0.0
+        g = np.nan_to_num(grid / m if m > 0 else grid * 0).astype(np.float32)
+        (x0, x1, fx), (y0, y1, fy) = self.x, self.y
+        wide = g[:, x0] * (1 - fx) + g[:, x1] * fx
+        np.multiply(wide[y0], (1 - fy)[:, None], out=self.up)
+        np.multiply(wide[y1], fy[:, None], out=self.tmp)
+        self.up += self.tmp
+        np.clip(self.up, 0, 1, out=self.up)
+        self.up *= 1023
+        self.up += 0.5
+        np.copyto(self.idx, self.up, casting="unsafe")
+        np.take(self.lut, self.idx, axis=0, out=self.colours, mode="clip")
+        np.multiply(camera, self.keep, out=self.blend, dtype=np.uint16)
+        self.blend += self.colours
+        self.blend >>= 8
+        return self.blend.astype(np.uint8)
+
+
+class Glyphs:
+    """assets/glyphs.bin (GNU Unifont bitmaps), as the node draws its text."""
+
+    def __init__(self, path: Path):
+        raw = path.read_bytes()
+        n = struct.unpack_from("<I", raw, 9)[0]
+        self.glyphs, self.scaled = {}, {}
+        for k in range(n):
+            r = raw[13 + 37 * k: 13 + 37 * (k + 1)]
+            w = r[4]
+            rows = np.frombuffer(r[5:37], ">u2")
+            self.glyphs[chr(struct.unpack_from("<I", r, 0)[0])] = (w, ((rows[:, None] >> (15 - np.arange(w))) & 1).astype(bool))
+
+    def width(self, text: str, scale: int) -> int:
+        return sum(self.glyphs.get(c, (8 if ord(c) < 0x1100 else 16,))[0] * scale for c in text)
+
+    def draw(self, img: np.ndarray, x: int, y: int, text: str, colour, scale: int) -> None:
+        for c in text:
+            w, bits = self.glyphs.get(c, (8 if ord(c) < 0x1100 else 16, None))
+            if bits is None:
+                bits = np.zeros((16, w), bool)
+                bits[1, 1:w - 1] = bits[14, 1:w - 1] = bits[1:15, 1] = bits[1:15, w - 2] = True
+            big = self.scaled.get((c, scale))
+            if big is None:
+                big = self.scaled[c, scale] = np.repeat(np.repeat(bits, scale, 0), scale, 1)
+            region = img[y:y + big.shape[0], x:x + big.shape[1]]
+            region[big[: region.shape[0], : region.shape[1]]] = colour
+            x += w * scale
+
+
+def language_heatmap(glyphs: Glyphs, tokens: list[str], weights: np.ndarray, threshold: float) -> np.ndarray:
+    """Each token on a background of its weight's colour (neutral under the threshold),
+    the weight printed under it, wrapped at 640 pixels (src/explain/render.rs)."""
+    scale, pad, max_w = 2, 4, 640
+    w = weights[: len(tokens)]
+    m = float(w.max()) if len(w) else 0.0
+    rel = w / m if m > 0 else np.zeros_like(w)
+    lut, _ = colormap_lut(1.0)
+    cells = []
+    for t, v in zip(tokens, w):
+        shown = "\u00b7" if not t.strip() else t
+        number = f"{v:.2f}"
+        cells.append((shown, number, max(glyphs.width(shown, scale), glyphs.width(number, 1)) + 2 * pad))
+    row_h = 16 * scale + 16 + 3 * pad
+    pos, x, y = [], pad, pad
+    for _, _, cw in cells:
+        if x + cw > max_w - pad and x > pad:
+            x, y = pad, y + row_h + pad
+        pos.append((x, y))
+        x += cw + 1
+    img = np.full((y + row_h + pad if cells else row_h + 2 * pad, max_w, 3), 255, np.uint8)
+    for i, ((shown, number, cw), (x, y)) in enumerate(zip(cells, pos)):
+        bg = (lut[int(round(float(rel[i]) * 1023))] // 256 if rel[i] >= threshold and rel[i] > 0
+              else np.array([205, 205, 205]))
+        img[y:y + row_h, x:x + cw] = bg
+        ink = (0, 0, 0) if 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2] > 110 else (255, 255, 255)
+        glyphs.draw(img, x + (cw - glyphs.width(shown, scale)) // 2, y + pad, shown, ink, scale)
+        glyphs.draw(img, x + (cw - glyphs.width(number, 1)) // 2, y + 2 * pad + 16 * scale, number, ink, 1)
+    return img
+
+
+# ------------------------------------------------------------------------ the node
+
+class LatestSlot:
+    """One place, newest wins: `put` returns whether it replaced a waiting value."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.value = None
+        self.closed = False
+
+    def put(self, v) -> bool:
+        with self.cond:
+            replaced = self.value is not None
+            self.value = v
+            self.cond.notify()
+        return replaced
+
+    def take(self):
+        with self.cond:
+            while self.value is None and not self.closed:
+                self.cond.wait()
+            v, self.value = self.value, None
+            return v
+
+    def close(self):
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+def set_fifo(priority: int, tid: int = 0, log=None) -> bool:
+    """SCHED_FIFO for a thread of this process (0: the calling one), as the node does;
+    without permission it says so once and the thread stays as it is."""
+    if priority <= 0:
+        return False
+    try:
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except OSError as e:
+        if log is not None and not getattr(set_fifo, "warned", False):
+            set_fifo.warned = True
+            log(f"thread_priority not applied, running at normal priority ({e}); grant rtprio or set "
+                "thread_priority to 0")
+        return False
+
+
+def name_thread(name: str) -> None:
+    """The calling thread's name as the system shows it (/proc, top -H), as the node's."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-class ApproximateTimeSynchronizer:
-    """message_filters.ApproximateTimeSynchronizer (the Python implementation's algorithm)."""
+def run_node(argv: list[str]) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from builtin_interfaces.msg import Duration, Time
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from sensor_msgs.msg import Image, JointState
+    from std_msgs.msg import Float64MultiArray, Header, String
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+    from vla_controller_msgs.msg import ActivationGrid, InferenceTiming, TokenAttention
 
-    def __init__(self, n, queue_size, slop_ns, callback, dropped):
-        self.queues = [{} for _ in range(n)]
-        self.queue_size, self.slop, self.callback, self.dropped = queue_size, slop_ns, callback, dropped
-        self.lock = threading.Lock()
+    def to_time(t: int) -> Time:
+        return Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)
 
-    def add(self, i, stamp, msg, received):
-        with self.lock:
-            q = self.queues[i]
-            q[stamp] = msg
-            while len(q) > self.queue_size:
-                del q[min(q)]
-                self.dropped("sync: queue full")
-            others = [self.queues[j] for j in range(len(self.queues)) if j != i]
-            candidates = [[s for s in o if abs(s - stamp) <= self.slop] for o in others]
-            if not all(candidates):
+    def to_duration(t: int) -> Duration:
+        return Duration(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)
+
+    rclpy.init(args=argv)
+    node = Node("vla_controller")
+    log = node.get_logger()
+    p = {k: node.declare_parameter(k, v).value for k, v in PARAMS.items()}
+    use_sim_time = node.get_parameter("use_sim_time").value
+    try:
+        policy, meta = load_policy(p)
+    except (ConfigError, RuntimeError) as e:
+        log.fatal(str(e))
+        rclpy.try_shutdown()
+        return 1
+    if p["explanation_method"] != "policy_attention":
+        log.warning(f"explanation_method {p['explanation_method']}: the baseline explains with the policy's own maps")
+    runner = PolicyRunner(policy, meta, p["device"])
+    stats = Stats()
+    pipe = Pipeline(p, meta, stats)
+    if "warmup" not in WITHOUT:
+        runner.warm_up(pipe.tokenizer.encode(""))
+    lock = threading.Lock()  # the pipeline's, as the node's Mutex<Core>
+    decoder = ImageDecoder(p["image_width"], p["image_height"], meta["image_width"], meta["image_height"])
+    slot, explain_slot = LatestSlot(), LatestSlot()
+    running = threading.Event()
+    running.set()
+    prio = p["thread_priority"]
+    receive_prio, inference_prio = (max(prio - 1, 1), max(prio - 2, 1)) if prio > 0 else (0, 0)
+
+    def now_ns() -> int:
+        return node.get_clock().now().nanoseconds if use_sim_time else time.time_ns()
+
+    def on_camera(i: int):
+        topic = camera_topic(p["camera_names"][i])
+
+        def callback(raw):
+            received, now = time.time_ns(), now_ns()
+            try:
+                if raw_images:
+                    img = CameraImage(*parse_image_cdr(raw))
+                else:
+                    img = CameraImage(ns(raw.header.stamp), raw.header.frame_id, raw.width, raw.height, raw.encoding,
+                                      raw.step, raw.data)
+            except (ValueError, struct.error, UnicodeDecodeError):
+                with stats.lock:
+                    stats.count(stats.received, topic)
+                    stats.count(stats.rejected, (topic, "message does not deserialize"))
                 return
-            for combo in itertools.product(*candidates):
-                stamps = list(combo) + [stamp]
-                if max(stamps) - min(stamps) <= self.slop:
-                    picked = list(combo)
-                    picked.insert(i, stamp)
-                    msgs = [self.queues[j][s] for j, s in enumerate(picked)]
-                    for j, s in enumerate(picked):
-                        del self.queues[j][s]
-                    break
-            else:
+            try:
+                decoded = decoder.decode(img.width, img.height, img.encoding, img.step, img.data)
+            except ImageRejected as e:
+                decoded = e
+            with lock:
+                observations = pipe.on_image(i, img.stamp, now, decoded, img)
+            for obs in observations:
+                if slot.put((obs, received, time.time_ns())):
+                    with stats.lock:
+                        stats.observations_superseded += 1
+        return callback
+
+    raw_images = "raw_images" not in WITHOUT
+    for i, name in enumerate(p["camera_names"]):
+        node.create_subscription(Image, camera_topic(name), on_camera(i), qos_profile_sensor_data, raw=raw_images)
+
+    def on_joints(msg):
+        now = now_ns()
+        with lock:
+            pipe.on_joint_state(ns(msg.header.stamp), now, msg.name, msg.position)
+
+    node.create_subscription(JointState, JOINT_STATES_TOPIC, on_joints, QoSProfile(
+        depth=20, reliability=ReliabilityPolicy.BEST_EFFORT))
+
+    # The instruction: latched and volatile subscriptions, one copy counted (as the node).
+    last_instruction = [None]
+
+    def on_instruction(latched: bool):
+        def callback(msg):
+            t = time.monotonic()
+            prev = last_instruction[0]
+            if prev and prev[0] == msg.data and prev[1] != latched and t - prev[2] < 0.5:
+                last_instruction[0] = None
                 return
-        self.callback(msgs, received)
+            last_instruction[0] = (msg.data, latched, t)
+            with lock:
+                pipe.on_instruction(msg.data)
+        return callback
 
+    node.create_subscription(String, INSTRUCTION_TOPIC, on_instruction(True), QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    node.create_subscription(String, INSTRUCTION_TOPIC, on_instruction(False), QoSProfile(depth=10))
 
-class TemporalEnsembler:
-    """ACT temporal ensembling per tick: weighted sums of every chunk's action for a tick."""
+    command_qos = QoSProfile(depth=10)
+    trajectory = p["command_type"] == "joint_trajectory"
+    cmd_pub = node.create_publisher(JointTrajectory if trajectory else Float64MultiArray, "joint_commands", command_qos)
+    predicted_pub = node.create_publisher(JointState, "~/predicted_joint_states", command_qos)
+    chunk_timing = node.create_publisher(InferenceTiming, "~/timing/chunk", QoSProfile(depth=100))
+    command_timing = node.create_publisher(Header, "~/timing/command", QoSProfile(depth=100))
+    diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+    explain_qos = QoSProfile(depth=2)
+    overlay_pubs = [node.create_publisher(Image, f"~/attention/{c}", explain_qos) for c in p["camera_names"]]
+    language_pub = node.create_publisher(Image, "~/attention/language", explain_qos)
+    tokens_pub = node.create_publisher(TokenAttention, "~/attention/tokens", explain_qos)
+    grids_pub = node.create_publisher(ActivationGrid, "~/attention/grids", explain_qos)
+    diag_name = f"{node.get_fully_qualified_name()}: pipeline"
 
-    def __init__(self, m):
-        self.m, self.slots = m, {}
+    def publish_diagnostics():
+        with lock:
+            state, level = pipe.state
+        t = now_ns()
+        msg = DiagnosticArray()
+        msg.header.stamp = to_time(t)
+        msg.status = [DiagnosticStatus(level=bytes([level]), name=diag_name, message=state, hardware_id="vla_controller",
+                                       values=[KeyValue(key=k, value=v) for k, v in stats.values(state)])]
+        diag_pub.publish(msg)
 
-    def add(self, first_tick, actions, current_tick):
-        for k, a in enumerate(actions):
-            t = first_tick + k
-            if t < current_tick:
-                continue
-            s, w, n = self.slots.get(t, (np.zeros_like(a), 0.0, 0))
-            wk = math.exp(-self.m * n)
-            self.slots[t] = (s + wk * a, w + wk, n + 1)
+    node.create_timer(1.0 / p["diagnostics_rate_hz"], publish_diagnostics)
 
-    def action(self, tick):
-        for t in [t for t in self.slots if t < tick]:
-            del self.slots[t]
-        v = self.slots.pop(tick, None)
-        return None if v is None else v[0] / v[1]
-
-
-def colormap_lut():
-    stops = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32)
-    x = np.linspace(0, 4, 1024)
-    i = np.minimum(x.astype(int), 3)
-    f = (x - i)[:, None]
-    return stops[i] + (stops[i + 1] - stops[i]) * f
-
-
-class BaselineNode(Node):
-    def __init__(self):
-        super().__init__("vla_controller")
-        p = {k: self.declare_parameter(k, v).value for k, v in PARAMS.items()}
-        self.p = p
-        if p["torch_threads"]:
-            torch.set_num_threads(p["torch_threads"])
-        self.policy = torch.jit.load(p["policy_path"])
-        self.policy.eval()
-        self.meta = json.loads(self.policy.metadata())
-        tok = self.meta["tokenizer"]
-        self.vocab = {c: i + 2 for i, c in enumerate(tok["vocab"])}
-        self.max_len = tok["max_length"]
-        n = self.meta["normalization"]
-        self.s_mean, self.s_std = np.array(n["state_mean"]), np.array(n["state_std"])
-        self.a_mean, self.a_std = np.array(n["action_mean"]), np.array(n["action_std"])
-        self.cams = p["camera_names"]
-        self.period_ns = int(1e9 / p["control_rate_hz"])
-        self.lo, self.hi = np.array(p["joint_lower_limits"]), np.array(p["joint_upper_limits"])
-        self.step = np.array(p["max_step_per_tick"])
-        self.joints = deque(maxlen=400)
-        self.joints_lock = threading.Lock()
-        self.tokens = None
-        self.latest_set = None
-        self.set_ready = threading.Condition()
-        self.ensembler = TemporalEnsembler(p["ensemble_m"])
-        self.ens_lock = threading.Lock()
-        self.tick_base = None
-        self.last_cmd = None
-        self.newest = None
-        self.to_explain = None
-        self.lut = colormap_lut()
-        self.drops = {}  # reason -> count, published on /diagnostics as the node does
-        self.drops_lock = threading.Lock()
-        self.sync = ApproximateTimeSynchronizer(len(self.cams), p["sync_queue_size"],
-                                                int(p["sync_max_interval_s"] * 1e9), self.on_set, self.dropped)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(1.0, self.publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
-        subs = ReentrantCallbackGroup()
-        for i, c in enumerate(self.cams):
-            self.create_subscription(Image, f"camera/{c}/image_raw",
-                                     lambda m, i=i: self.sync.add(i, ns(m.header.stamp), m, time.time_ns()),
-                                     qos_profile_sensor_data, callback_group=subs)
-        self.create_subscription(JointState, "joint_states", self.on_joints, qos_profile_sensor_data,
-                                 callback_group=subs)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        for qos in (latched, QoSProfile(depth=10)):
-            self.create_subscription(String, "instruction", self.on_instruction, qos, callback_group=subs)
-        self.cmd_pub = self.create_publisher(Float64MultiArray, "joint_commands", 10)
-        self.chunk_timing = self.create_publisher(InferenceTiming, "~/timing/chunk", 100)
-        self.command_timing = self.create_publisher(Header, "~/timing/command", 100)
-        self.overlay_pubs = [self.create_publisher(Image, f"~/attention/{c}", 2) for c in self.cams]
-        self.create_timer(1.0 / p["control_rate_hz"], self.on_tick, callback_group=MutuallyExclusiveCallbackGroup())
-        threading.Thread(target=self.infer_loop, daemon=True).start()
-        threading.Thread(target=self.explain_loop, daemon=True).start()
-
-    def dropped(self, reason):
-        with self.drops_lock:
-            self.drops[reason] = self.drops.get(reason, 0) + 1
-
-    def publish_diagnostics(self):
-        with self.drops_lock:
-            values = [KeyValue(key=f"dropped/{r}", value=str(n)) for r, n in sorted(self.drops.items())]
-        name = f"{self.get_fully_qualified_name()}: baseline"
-        self.diag_pub.publish(DiagnosticArray(status=[DiagnosticStatus(name=name, values=values)]))
-
-    def on_joints(self, msg):
-        idx = {n: i for i, n in enumerate(msg.name)}
-        try:
-            q = np.array([msg.position[idx[n]] for n in self.p["joint_names"]])
-        except (KeyError, IndexError):
-            return
-        with self.joints_lock:
-            self.joints.append((ns(msg.header.stamp), q))
-
-    def on_instruction(self, msg):
-        text = msg.data.strip()
-        ids = np.zeros(self.max_len, np.int64)
-        mask = np.zeros(self.max_len, bool)
-        toks = [self.vocab.get(c.lower() if "A" <= c <= "Z" else c, 1) for c in text][: self.max_len]
-        ids[: len(toks)], mask[: len(toks)] = toks, True
-        self.tokens = (torch.from_numpy(ids)[None], torch.from_numpy(mask)[None])
-
-    def on_set(self, msgs, received):
-        now = self.get_clock().now().nanoseconds
-        stamp = max(ns(m.header.stamp) for m in msgs)
-        with self.joints_lock:
-            if self.tokens is None or not self.joints:
-                self.dropped("no instruction or joint state yet")
-                return
-            js = min(self.joints, key=lambda j: abs(j[0] - stamp))
-        if abs(js[0] - stamp) > self.p["joint_state_tolerance_s"] * 1e9:
-            self.dropped("no joint state within joint_state_tolerance_s")
-            return
-        imgs = []
-        f = self.p["image_width"] // self.meta["image_width"]
-        for m in msgs:
-            a = np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, -1)
-            if m.encoding == "bgr8":
-                a = a[:, :, ::-1]
-            s = a.reshape(m.height // f, f, m.width // f, f, 3).sum(axis=(1, 3), dtype=np.uint32)
-            imgs.append(((s + f * f // 2) // (f * f)).astype(np.uint8))
-        with self.set_ready:
-            if self.latest_set is not None:
-                self.dropped("superseded by a newer set")
-            self.latest_set = (stamp, now, np.stack(imgs)[None], js[1], msgs, received, time.time_ns())
-            self.set_ready.notify()
-
-    def infer_loop(self):
-        while rclpy.ok():
-            with self.set_ready:
-                while self.latest_set is None:
-                    self.set_ready.wait()
-                stamp, arrival, images, q, msgs, received, queued = self.latest_set
-                self.latest_set = None
+    def infer_loop():
+        set_fifo(inference_prio, log=log.warning)
+        while (item := slot.take()) is not None:
+            obs, received, queued = item
             started = time.time_ns()
-            state = torch.from_numpy(((q - self.s_mean) / self.s_std).astype(np.float32))[None]
-            with torch.no_grad():
-                actions, _, maps = self.policy(torch.from_numpy(images), state, *self.tokens)
-            actions = actions[0].numpy() * self.a_std + self.a_mean
-            with self.ens_lock:
-                if self.tick_base is None:
-                    self.tick_base = arrival
-                first = round((arrival - self.tick_base) / self.period_ns)
-                current = round((self.get_clock().now().nanoseconds - self.tick_base) / self.period_ns)
-                self.ensembler.add(first, actions, current)
-                self.newest = stamp
-            self.chunk_timing.publish(InferenceTiming(source=to_time(stamp), received=to_time(received),
-                                                      queued=to_time(queued), started=to_time(started),
-                                                      finished=to_time(time.time_ns())))
-            self.to_explain = (msgs, maps[0].numpy())
+            t0 = time.perf_counter()
+            try:
+                actions, weights, maps = runner(obs.images, obs.state, obs.tokens)
+            except (RuntimeError, ValueError) as e:
+                with stats.lock:
+                    stats.inference_errors += 1
+                with lock:
+                    pipe.on_policy_error(str(e))
+                continue
+            ms = (time.perf_counter() - t0) * 1e3
+            with lock:
+                pipe.on_chunk(obs.stamp, obs.arrival, obs.instruction_seq, actions)
+            finished = time.time_ns()
+            with stats.lock:
+                stats.inferences += 1
+                stats.inference_ms_last, stats.inference_ms_max = ms, max(stats.inference_ms_max, ms)
+            chunk_timing.publish(InferenceTiming(source=to_time(obs.stamp), received=to_time(received),
+                                                 queued=to_time(queued), started=to_time(started),
+                                                 finished=to_time(finished)))
+            explain_slot.put((obs, weights, maps))
 
-    def on_tick(self):
-        now = self.get_clock().now().nanoseconds
-        with self.ens_lock:
-            if self.tick_base is None:
-                return
-            a = self.ensembler.action(round((now - self.tick_base) / self.period_ns))
-            source = self.newest
-        if a is None or not np.all(np.isfinite(a)):
-            if self.last_cmd is not None:
-                self.cmd_pub.publish(Float64MultiArray(data=self.last_cmd.tolist()))
-            return
-        with self.joints_lock:
-            measured = self.joints[-1][1] if self.joints else a
-        prev = self.last_cmd if self.last_cmd is not None else measured
-        cmd = np.clip(np.clip(np.clip(a, self.lo, self.hi), prev - self.step, prev + self.step), self.lo, self.hi)
-        self.last_cmd = cmd
-        self.cmd_pub.publish(Float64MultiArray(data=cmd.tolist()))
-        h = Header()
-        h.stamp.sec, h.stamp.nanosec = source // 10**9, source % 10**9
-        self.command_timing.publish(h)
+    def control_loop():
+        set_fifo(prio, log=log.warning)
+        period = pipe.period
+        names = list(p["joint_names"])
+        deadline = time.monotonic_ns()
+        while running.is_set():
+            now = now_ns()
+            with lock:
+                out = pipe.tick(now)
+            if out.state_changed:
+                # A change of state goes out at once, not only with the periodic status.
+                publish_diagnostics()
+                if out.level == 0:
+                    log.info(out.state)
+                else:
+                    log.warning(out.state)
+            if out.command is not None and not p["dry_run"]:
+                if trajectory:
+                    cmd = JointTrajectory(joint_names=names, points=[JointTrajectoryPoint(
+                        positions=out.command.tolist(), time_from_start=to_duration(period))])
+                    cmd.header.stamp = to_time(now)
+                else:
+                    cmd = Float64MultiArray(data=out.command.tolist())
+                cmd_pub.publish(cmd)
+                if out.source is not None:
+                    h = Header()
+                    h.stamp = to_time(out.source)
+                    command_timing.publish(h)
+            if out.target is not None:
+                js = JointState(name=names, position=out.target.tolist())
+                js.header.stamp = to_time(now)
+                predicted_pub.publish(js)
+            # Absolute deadlines; missed ticks are skipped, not bunched (tokio's Skip).
+            deadline += period
+            late = time.monotonic_ns() - deadline
+            if late > 0:
+                deadline += (late // period + 1) * period
+            time.sleep(max(0, deadline - time.monotonic_ns()) / 1e9)
 
-    def explain_loop(self):
-        alpha = self.p["activation_alpha"]
-        while rclpy.ok():
-            t0 = time.monotonic()
-            job, self.to_explain = self.to_explain, None
-            if job is not None:
-                msgs, maps = job
-                for m, grid, pub in zip(msgs, maps, self.overlay_pubs):
-                    cam = np.frombuffer(m.data, np.uint8).reshape(m.height, m.width, 3).astype(np.float32)
-                    g = torch.from_numpy(grid / max(grid.max(), 1e-12))[None, None]
-                    up = F.interpolate(g, size=(m.height, m.width), mode="bilinear", align_corners=False)[0, 0].numpy()
-                    colour = self.lut[np.clip((up * 1023 + 0.5).astype(int), 0, 1023)]
-                    out = Image(header=m.header, height=m.height, width=m.width, encoding="rgb8", step=m.width * 3)
-                    out.data = ((1 - alpha) * cam + alpha * colour + 0.5).astype(np.uint8).tobytes()
-                    pub.publish(out)
-            time.sleep(max(0.0, 1.0 / self.p["explain_rate_hz"] - (time.monotonic() - t0)))
+    glyphs = Glyphs(Path(__file__).resolve().parents[2] / "assets" / "glyphs.bin")
+    rgb_cache: dict = {}
+    renderers: dict = {}
 
+    def explain_loop():
+        rows, cols = meta["patch_grid"]
+        while (item := explain_slot.take()) is not None:
+            t0 = time.perf_counter()
+            obs, weights, maps = item
+            alpha, threshold = node.get_parameter("activation_alpha").value, node.get_parameter("attention_threshold").value
+            set_header = Header(stamp=to_time(obs.stamp))
+            tokens = obs.tokens.pieces
+            tw = weights[: len(tokens)].astype(np.float32)
+            language = language_heatmap(glyphs, tokens, tw, threshold)
+            tokens_pub.publish(TokenAttention(header=set_header, instruction=obs.instruction, tokens=tokens,
+                                              weights=tw.tolist(), threshold=float(threshold)))
+            language_pub.publish(image_msg(Image, set_header, language))
+            for k, (cam, grid, pub) in enumerate(zip(obs.cameras, maps, overlay_pubs)):
+                h = Header(stamp=to_time(cam.stamp), frame_id=cam.frame_id)
+                grids_pub.publish(ActivationGrid(header=h, camera_name=p["camera_names"][k], method="policy_attention",
+                                                 rows=rows, cols=cols, values=grid.reshape(-1).tolist()))
+                rgb = cam.rgb(rgb_cache)
+                key = (*rgb.shape[:2], alpha)
+                render = renderers.get(key) or renderers.setdefault(key, OverlayRenderer(*key[:2], rows, cols, alpha))
+                pub.publish(image_msg(Image, h, render(rgb, grid)))
+            ms = (time.perf_counter() - t0) * 1e3
+            with stats.lock:
+                stats.explanations += 1
+                stats.explain_ms_last, stats.explain_ms_max = ms, max(stats.explain_ms_max, ms)
+            rate = node.get_parameter("explain_rate_hz").value
+            time.sleep(max(0.0, 1.0 / rate - (time.perf_counter() - t0)))
 
-def main():
-    rclpy.init(args=sys.argv)
-    node = BaselineNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    if "switch_interval" not in WITHOUT:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if "gc_freeze" not in WITHOUT:
+        gc.freeze()
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
+
+    def guarded(loop):
+        # After SIGINT rclpy shuts the context down under the threads' feet: a publish
+        # that fails then is the end of the thread, not an error.
+        def run():
+            name_thread(threading.current_thread().name)
+            try:
+                loop()
+            except Exception:
+                if running.is_set() and rclpy.ok():
+                    raise
+        return run
+
+    threads = [threading.Thread(target=guarded(f), name=n, daemon=True)
+               for f, n in ((infer_loop, "inference"), (control_loop, "control"), (explain_loop, "explain"))]
+    for t in threads:
+        t.start()
+    if receive_prio:
+        # Fast DDS's reception threads, as the node: `dds.shm.<port>`, `dds.udp.<port>`.
+        for task in Path("/proc/self/task").iterdir():
+            name = (task / "comm").read_text().strip()
+            if name.startswith(("dds.shm.", "dds.udp.")) and name.split(".")[-1].isdigit():
+                set_fifo(receive_prio, int(task.name))
+    log.info(f"vla_controller baseline running: cameras {list(p['camera_names'])}, "
+             f"{p['control_rate_hz']} Hz, torch threads {torch.get_num_threads()}")
+    # This thread receives: it spins the executor, at the receive priority.
+    name_thread("receive")
+    set_fifo(receive_prio, log=log.warning)
     try:
         executor.spin()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        running.clear()
+        slot.close()
+        explain_slot.close()
+        for t in threads:
+            t.join(timeout=2)
+        executor.shutdown()
         rclpy.try_shutdown()
+    return 0
+
+
+def image_msg(Image, header, rgb: np.ndarray):
+    h, w = rgb.shape[:2]
+    msg = Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3)
+    msg.data = np.ascontiguousarray(rgb).tobytes()
+    return msg
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "replay":
+        from replay import main as replay_main
+        return replay_main(sys.argv[2:])
+    return run_node(sys.argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
