@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
