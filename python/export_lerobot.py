@@ -1,0 +1,738 @@
+#!/usr/bin/env python3
+"""Export a LeRobot policy to a policy file the node runs (docs/POLICY_CONTRACT.md, v2).
+
+    python python/export_lerobot.py outputs/train/act_so101/checkpoints/last/pretrained_model \\
+        -o act_so101.pt
+
+Reads the policy directory exactly as LeRobot 0.4.x saves it (`config.json`,
+`model.safetensors`, `policy_preprocessor.json` and `policy_postprocessor.json` with their
+`*_normalizer_processor.safetensors` / `*_unnormalizer_processor.safetensors` statistics),
+through LeRobot's own loaders, and writes one TorchScript file (`kind: chunk`) that:
+
+- takes each camera as uint8 RGB `[B, H, W, 3]` at the size the policy was trained at
+  (the feature's shape in `config.json`), one per LeRobot image feature, named after the
+  feature key (`observation.images.top` -> `top`);
+- does what LeRobot's inference path does before the model (`prepare_observation_for_inference`:
+  /255 and HWC -> CHW; the preprocessor's normalizer step, any LeRobot normalization mode)
+  and after it (the postprocessor's unnormalizer), so the metadata's normalization is
+  the identity and the node's actions are joint targets in the dataset's units;
+- returns the whole chunk of `predict_action_chunk` (`chunk_size` actions): see
+  `chunk_length` below.
+
+Joint names and the control rate come from the training dataset's `meta/info.json` when
+it can be found (`--dataset-root`, else the `dataset.root` or `$HF_LEROBOT_HOME/<repo_id>`
+named in `train_config.json`); `--state-names`, `--action-names` and `--fps` give or
+override them. Without names the joints are called `joint_0`, `joint_1`, ...; without a
+rate the export stops: a guessed rate would play the chunk at the wrong speed. When the
+robot's driver reports joints in other units than the dataset was recorded in (radians
+against LeRobot's degrees or -100..100 range), `--robot-to-dataset-scale` and
+`--robot-to-dataset-offset` put that linear conversion in the metadata's normalization,
+which the node applies to the state and undoes on the actions.
+
+`chunk_length` is LeRobot's `chunk_size`, the whole chunk `predict_action_chunk` returns.
+`n_action_steps` (how many of them LeRobot's own loop executes before it infers again) and
+`temporal_ensemble_coeff` are execution choices, made on the node by its `smoothing`
+parameters; the export prints the matching ones.
+
+After writing, the file is loaded with `torch.jit.load` in a fresh Python process and its
+chunks are compared with LeRobot's own pipeline (preprocessor, `predict_action_chunk`,
+postprocessor) on random observations; the export fails if they differ by more than
+`--tolerance`. Run it in the environment LeRobot was trained in (it imports lerobot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+# Policy types whose `predict_action_chunk` is a pure function of one observation, so that
+# one traced forward reproduces it. (Diffusion keeps an observation history and samples
+# noise inside; the flow-matching VLAs are exported as `kind: flow`.)
+CHUNK_POLICY_TYPES = ("act",)
+
+# Preprocessor and postprocessor steps that do nothing the node must reproduce beyond
+# what the export bakes in: a batch dimension, a device move, a key rename (used to name
+# the cameras), and the (un)normalizer (baked into the module).
+PASSIVE_STEPS = ("to_batch_processor", "device_processor", "rename_observations_processor")
+NORMALIZER_STEP = "normalizer_processor"
+UNNORMALIZER_STEP = "unnormalizer_processor"
+
+RESIZE_MODES = ("area", "bilinear", "letterbox")
+DEFAULT_PATCH_GRID = (12, 16)
+
+
+class ExportError(Exception):
+    """Something in the policy directory or the options the export cannot honour."""
+
+
+# --------------------------------------------------------------------------------------
+# Normalization, as LeRobot's NormalizerProcessorStep / UnnormalizerProcessorStep do it.
+
+
+class FeatureNorm(nn.Module):
+    """One feature's LeRobot (un)normalization (lerobot/processor/normalize_processor.py,
+    `_apply_transform`), the same formula and order of operations per mode, so that the
+    exported module matches LeRobot to float32 rounding:
+
+    - MEAN_STD: (x - mean) / (std + eps); inverse x * std + mean
+    - MIN_MAX, QUANTILES (q01, q99), QUANTILE10 (q10, q90), with lo, hi the pair and
+      d = hi - lo (eps where 0): 2 * (x - lo) / d - 1; inverse (x + 1) / 2 * d + lo for
+      MIN_MAX and (x + 1) * d / 2 + lo for the quantile modes
+    - IDENTITY, or no statistics for the feature: x
+    """
+
+    IDENTITY, MEAN_STD, MIN_MAX, QUANTILE = 0, 1, 2, 3
+
+    def __init__(self, mode: str, stats: Dict[str, Tensor] | None, eps: float, inverse: bool):
+        super().__init__()
+        self.inverse = inverse
+        self.eps = float(eps)
+        lo = hi = torch.zeros(1)
+        if stats is None or mode == "IDENTITY":
+            self.mode = self.IDENTITY
+        elif mode == "MEAN_STD":
+            self.mode = self.MEAN_STD
+            lo, hi = _stat(stats, "mean", mode), _stat(stats, "std", mode)
+        elif mode == "MIN_MAX":
+            self.mode = self.MIN_MAX
+            lo, hi = _stat(stats, "min", mode), _stat(stats, "max", mode)
+        elif mode in ("QUANTILES", "QUANTILE10"):
+            self.mode = self.QUANTILE
+            names = ("q01", "q99") if mode == "QUANTILES" else ("q10", "q90")
+            lo, hi = _stat(stats, names[0], mode), _stat(stats, names[1], mode)
+        else:
+            raise ExportError(f"normalization mode {mode} is not one LeRobot 0.4 defines")
+        self.register_buffer("lo", lo.to(torch.float32).clone())
+        self.register_buffer("hi", hi.to(torch.float32).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == self.IDENTITY:
+            return x
+        if self.mode == self.MEAN_STD:
+            mean, std = self.lo, self.hi
+            if self.inverse:
+                return x * std + mean
+            return (x - mean) / (std + self.eps)
+        d = self.hi - self.lo
+        d = torch.where(d == 0, torch.full_like(d, self.eps), d)
+        if self.mode == self.MIN_MAX:
+            if self.inverse:
+                return (x + 1) / 2 * d + self.lo
+            return 2 * (x - self.lo) / d - 1
+        if self.inverse:
+            return (x + 1.0) * d / 2.0 + self.lo
+        return 2.0 * (x - self.lo) / d - 1.0
+
+
+def _stat(stats: Dict[str, Tensor], name: str, mode: str) -> Tensor:
+    if name not in stats:
+        raise ExportError(f"{mode} normalization needs the statistic '{name}', which the checkpoint lacks")
+    return stats[name]
+
+
+def feature_norm(step, key: str, inverse: bool) -> FeatureNorm:
+    """The FeatureNorm that LeRobot's (un)normalizer `step` applies to feature `key`."""
+    feature = step.features.get(key)
+    if feature is None:
+        return FeatureNorm("IDENTITY", None, step.eps, inverse)
+    if not inverse and step.normalize_observation_keys is not None and key not in step.normalize_observation_keys:
+        return FeatureNorm("IDENTITY", None, step.eps, inverse)
+    mode = step.norm_map.get(feature.type)
+    mode = "IDENTITY" if mode is None else mode.value
+    flat = step.state_dict()
+    stats = {k.rsplit(".", 1)[1]: v for k, v in flat.items() if k.rsplit(".", 1)[0] == key}
+    return FeatureNorm(mode, stats or None, step.eps, inverse)
+
+
+# --------------------------------------------------------------------------------------
+# The checkpoint.
+
+
+@dataclass
+class Checkpoint:
+    """A LeRobot policy directory, loaded by LeRobot."""
+
+    path: Path
+    config: object
+    policy: nn.Module
+    preprocessor: object
+    postprocessor: object
+    normalizer: object
+    unnormalizer: object
+    rename_map: Dict[str, str]
+
+    @property
+    def image_keys(self) -> List[str]:
+        return list(self.config.image_features)
+
+    def image_hw(self, key: str) -> Tuple[int, int]:
+        shape = tuple(self.config.image_features[key].shape)
+        if len(shape) != 3 or shape[0] != 3:
+            raise ExportError(f"image feature {key} has shape {list(shape)}; the node gives RGB images [3, H, W]")
+        return int(shape[1]), int(shape[2])
+
+    def robot_key(self, policy_key: str) -> str:
+        """The observation key the robot (and its dataset) records for a policy key."""
+        for robot, policy in self.rename_map.items():
+            if policy == policy_key:
+                return robot
+        return policy_key
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.policies.factory import get_policy_class, make_pre_post_processors
+    from lerobot.utils.constants import POLICY_POSTPROCESSOR_DEFAULT_NAME, POLICY_PREPROCESSOR_DEFAULT_NAME
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ExportError(f"{path} has no config.json: give the `pretrained_model` folder of a LeRobot checkpoint")
+    pre_file = f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json"
+    post_file = f"{POLICY_POSTPROCESSOR_DEFAULT_NAME}.json"
+    for f in (pre_file, post_file):
+        if not (path / f).is_file():
+            raise ExportError(
+                f"{path} has no {f}: a checkpoint saved before LeRobot 0.4 keeps its normalization inside "
+                "model.safetensors; convert it with `python -m lerobot.processor.migrate_policy_normalization` first"
+            )
+    config = PreTrainedConfig.from_pretrained(path, local_files_only=True)
+    config.device = "cpu"
+    policy = get_policy_class(config.type).from_pretrained(path, config=config, local_files_only=True)
+    policy.eval()
+    # As LeRobot's record loop loads them, on the CPU.
+    cpu = {"device_processor": {"device": "cpu"}}
+    pre, post = make_pre_post_processors(
+        config, pretrained_path=str(path), preprocessor_overrides=cpu, postprocessor_overrides=cpu
+    )
+
+    normalizer = unnormalizer = None
+    rename_map: Dict[str, str] = {}
+    for pipeline, wanted in ((pre, NORMALIZER_STEP), (post, UNNORMALIZER_STEP)):
+        for step in pipeline.steps:
+            name = _registry_name(step)
+            if name == wanted:
+                if wanted == NORMALIZER_STEP:
+                    normalizer = step
+                else:
+                    unnormalizer = step
+            elif name == "rename_observations_processor":
+                rename_map.update(step.rename_map)
+            elif name not in PASSIVE_STEPS:
+                raise ExportError(
+                    f"the {pipeline.name} has a step '{name}' that the export does not know how to carry "
+                    f"into the policy file (it knows {', '.join(PASSIVE_STEPS + (wanted,))})"
+                )
+    if normalizer is None or unnormalizer is None:
+        raise ExportError(f"{path}: the preprocessor needs a {NORMALIZER_STEP} and the postprocessor an {UNNORMALIZER_STEP}")
+    return Checkpoint(path, config, policy, pre, post, normalizer, unnormalizer, rename_map)
+
+
+def _registry_name(step) -> str:
+    # ProcessorStepRegistry.register sets it on the class; it is the name in the .json.
+    return getattr(type(step), "_registry_name", type(step).__name__)
+
+
+# --------------------------------------------------------------------------------------
+# The exported module.
+
+
+class LeRobotChunk(nn.Module):
+    """LeRobot's inference path for one observation, traced once: uint8 HWC images and
+    the raw state in, the unnormalized chunk out."""
+
+    def __init__(self, ckpt: Checkpoint):
+        super().__init__()
+        from lerobot.utils.constants import ACTION, OBS_STATE
+
+        self.policy = ckpt.policy
+        self.image_keys = ckpt.image_keys
+        self.state_key = OBS_STATE
+        self.image_norms = nn.ModuleList(feature_norm(ckpt.normalizer, k, inverse=False) for k in self.image_keys)
+        self.state_norm = feature_norm(ckpt.normalizer, OBS_STATE, inverse=False)
+        self.action_unnorm = feature_norm(ckpt.unnormalizer, ACTION, inverse=True)
+
+    def forward(self, images: List[Tensor], state: Tensor) -> Tensor:
+        batch = {self.state_key: self.state_norm(state)}
+        for key, image, norm in zip(self.image_keys, images, self.image_norms):
+            # lerobot.policies.utils.prepare_observation_for_inference: float32 / 255, then a
+            # contiguous CHW (the convolutions' rounding depends on the memory layout).
+            x = image.to(torch.float32) / 255
+            batch[key] = norm(x.permute(0, 3, 1, 2).contiguous())
+        return self.action_unnorm(self.policy.predict_action_chunk(batch))
+
+
+class ContractChunkPolicy(nn.Module):
+    """The file's top level: contract v2 `forward` and `metadata`, with the input checks
+    whose messages say what was expected (a traced module would fail deep inside)."""
+
+    def __init__(self, core: nn.Module, metadata: str, heights: List[int], widths: List[int], state_dim: int):
+        super().__init__()
+        self.core = core
+        self.meta = metadata
+        self.heights = heights
+        self.widths = widths
+        self.state_dim = state_dim
+
+    def forward(
+        self, images: List[Tensor], state: Tensor, token_ids: Tensor, token_mask: Tensor
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        if len(images) != len(self.heights):
+            raise RuntimeError("expected {} camera images, got {}".format(len(self.heights), len(images)))
+        for i, image in enumerate(images):
+            h, w = self.heights[i], self.widths[i]
+            if image.dtype != torch.uint8 or image.dim() != 4 or image.size(1) != h or image.size(2) != w or image.size(3) != 3:
+                raise RuntimeError(
+                    "camera {}: expected uint8 [B, {}, {}, 3], got {} {}".format(i, h, w, image.dtype, image.shape)
+                )
+        if state.dim() != 2 or state.size(1) != self.state_dim:
+            raise RuntimeError("expected state [B, {}], got {}".format(self.state_dim, state.shape))
+        outputs: Dict[str, Tensor] = {}
+        return self.core(images, state.to(torch.float32)), outputs
+
+    @torch.jit.export
+    def metadata(self) -> str:
+        return self.meta
+
+
+def _example_inputs(heights: List[int], widths: List[int], state_dim: int, batch: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (batch, h, w, 3), generator=g, dtype=torch.uint8) for h, w in zip(heights, widths)]
+    return images, torch.randn(batch, state_dim, generator=g)
+
+
+def trace_core(core: LeRobotChunk, heights: List[int], widths: List[int], state_dim: int) -> torch.jit.ScriptModule:
+    """Traces at batch 2, then checks batch 1 and 3 against the eager module: the node
+    runs single observations and batches of occluded copies through the same file."""
+    images, state = _example_inputs(heights, widths, state_dim, 2, seed=1)
+    with torch.no_grad(), warnings.catch_warnings():
+        # ACT turns some sizes into Python numbers; the batch checks below are the test.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(core, (images, state), check_trace=False)
+        for b in (1, 3):
+            images, state = _example_inputs(heights, widths, state_dim, b, seed=10 + b)
+            want, got = core(images, state), traced(images, state)
+            if want.shape != got.shape or not torch.allclose(want, got, rtol=0, atol=1e-5):
+                raise ExportError(f"the traced policy does not reproduce batch size {b}: it is not traceable as is")
+    return traced
+
+
+# --------------------------------------------------------------------------------------
+# Metadata.
+
+
+@dataclass
+class Options:
+    output: Path
+    name: str | None = None
+    dataset_root: Path | None = None
+    state_names: List[str] | None = None
+    action_names: List[str] | None = None
+    camera_names: List[str] | None = None
+    fps: float | None = None
+    resize: str = "area"
+    any_camera_size: bool = False
+    patch_grid: Tuple[int, int] | None = None
+    # Per state joint: dataset value = robot value * scale + offset (e.g. the robot's
+    # driver reports radians, the dataset was recorded in degrees: scale 57.29578).
+    robot_to_dataset_scale: List[float] | None = None
+    robot_to_dataset_offset: List[float] | None = None
+
+
+def find_dataset_info(ckpt: Checkpoint, dataset_root: Path | None) -> dict | None:
+    """The training dataset's meta/info.json: at `dataset_root`, else where
+    train_config.json says the dataset was (its root, or LeRobot's cache for its repo_id)."""
+    roots = []
+    if dataset_root is not None:
+        roots.append(Path(dataset_root))
+    else:
+        train_config = ckpt.path / "train_config.json"
+        if train_config.is_file():
+            dataset = json.loads(train_config.read_text()).get("dataset") or {}
+            if dataset.get("root"):
+                roots.append(Path(dataset["root"]))
+            if isinstance(dataset.get("repo_id"), str):
+                from lerobot.utils.constants import HF_LEROBOT_HOME
+
+                roots.append(Path(HF_LEROBOT_HOME) / dataset["repo_id"])
+    for root in roots:
+        info = root / "meta" / "info.json"
+        if info.is_file():
+            return json.loads(info.read_text())
+    if dataset_root is not None:
+        raise ExportError(f"{dataset_root} has no meta/info.json")
+    return None
+
+
+def _feature_names(info: dict | None, key: str, length: int) -> List[str] | None:
+    """A dataset feature's names: a list (LeRobot >= 2.1) or {"motors": [...]} (2.0)."""
+    if info is None:
+        return None
+    names = (info.get("features", {}).get(key) or {}).get("names")
+    if isinstance(names, dict) and len(names) == 1:
+        names = next(iter(names.values()))
+    if isinstance(names, list) and len(names) == length and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def _given_names(given: List[str] | None, what: str, length: int) -> List[str] | None:
+    if given is not None and len(given) != length:
+        raise ExportError(f"{len(given)} {what} names given; the policy's feature has {length}")
+    return given
+
+
+def camera_name(key: str) -> str:
+    """`observation.images.top` -> `top`; `observation.image` -> `image`."""
+    prefix = "observation.images."
+    return key[len(prefix):] if key.startswith(prefix) else key.rsplit(".", 1)[-1]
+
+
+def _train_config_fps(ckpt: Checkpoint) -> float | None:
+    train_config = ckpt.path / "train_config.json"
+    if train_config.is_file():
+        env = json.loads(train_config.read_text()).get("env") or {}
+        if env.get("fps"):
+            return float(env["fps"])
+    return None
+
+
+def default_name(ckpt: Checkpoint) -> str:
+    """`LeRobot act: act_so101, checkpoint 020000` for
+    outputs/train/act_so101/checkpoints/020000/pretrained_model."""
+    path = ckpt.path.resolve()
+    where = path.name
+    if path.name == "pretrained_model" and path.parent.parent.name == "checkpoints":
+        where = f"{path.parent.parent.parent.name}, checkpoint {path.parent.name}"
+    return f"LeRobot {ckpt.config.type}: {where}"
+
+
+def build_metadata(ckpt: Checkpoint, opts: Options) -> dict:
+    from lerobot.utils.constants import ACTION, OBS_STATE
+
+    cfg = ckpt.config
+    if cfg.robot_state_feature is None:
+        raise ExportError("the policy takes no observation.state; the node always gives the joint state")
+    if cfg.env_state_feature is not None:
+        raise ExportError("the policy takes observation.environment_state, which the node cannot give")
+    if not ckpt.image_keys:
+        raise ExportError("the policy takes no camera image")
+    if opts.resize not in RESIZE_MODES:
+        raise ExportError(f"resize must be one of {', '.join(RESIZE_MODES)}, not {opts.resize}")
+    state_dim = int(cfg.robot_state_feature.shape[0])
+    action_dim = int(cfg.action_feature.shape[0])
+
+    info = find_dataset_info(ckpt, opts.dataset_root)
+    state_names = (
+        _given_names(opts.state_names, "state", state_dim)
+        or _feature_names(info, ckpt.robot_key(OBS_STATE), state_dim)
+        or [f"joint_{i}" for i in range(state_dim)]
+    )
+    action_names = (
+        _given_names(opts.action_names, "action", action_dim)
+        or _feature_names(info, ACTION, action_dim)
+        or (list(state_names) if action_dim == state_dim else [f"joint_{i}" for i in range(action_dim)])
+    )
+    for what, names in (("state", state_names), ("action", action_names)):
+        if len(set(names)) != len(names):
+            raise ExportError(f"{what} names repeat: {names}")
+
+    fps = opts.fps or (info or {}).get("fps") or _train_config_fps(ckpt)
+    if not fps or float(fps) <= 0:
+        raise ExportError(
+            "no control rate: give --fps (the dataset's frames per second, the rate the policy was trained to act at)"
+        )
+
+    names = opts.camera_names or [camera_name(ckpt.robot_key(k)) for k in ckpt.image_keys]
+    if len(names) != len(ckpt.image_keys):
+        raise ExportError(f"{len(names)} camera names given; the policy has {len(ckpt.image_keys)} image features")
+    if len(set(names)) != len(names):
+        raise ExportError(f"camera names repeat: {names}")
+    cameras = []
+    for name, key in zip(names, ckpt.image_keys):
+        h, w = ckpt.image_hw(key)
+        cameras.append({
+            "name": name,
+            "height": h,
+            "width": w,
+            "resize": opts.resize,
+            "expected_width": None if opts.any_camera_size else w,
+            "expected_height": None if opts.any_camera_size else h,
+        })
+    min_h = min(c["height"] for c in cameras)
+    min_w = min(c["width"] for c in cameras)
+    grid = opts.patch_grid or (min(DEFAULT_PATCH_GRID[0], min_h), min(DEFAULT_PATCH_GRID[1], min_w))
+    if grid[0] > min_h or grid[1] > min_w or min(grid) < 1:
+        raise ExportError(f"patch grid {list(grid)} does not fit the smallest camera input ({min_h}x{min_w})")
+
+    normalization = unit_conversion(state_names, action_names, opts)
+    return {
+        "contract_version": 2,
+        "name": opts.name or default_name(ckpt),
+        "kind": "chunk",
+        "cameras": cameras,
+        "state_names": state_names,
+        "action_names": action_names,
+        "action_mode": "absolute",
+        # The whole chunk of predict_action_chunk. n_action_steps is how many of them
+        # LeRobot's own loop executes before it infers again: an execution choice that the
+        # node's smoothing parameters make, not part of the policy's output.
+        "chunk_length": int(cfg.chunk_size),
+        "control_rate_hz": float(fps),
+        "tokenizer": None,
+        "outputs": [],
+        "patch_grid": [int(grid[0]), int(grid[1])],
+        "normalization": normalization,
+    }
+
+
+def unit_conversion(state_names: List[str], action_names: List[str], opts: Options) -> dict:
+    """The metadata's normalization. LeRobot's own normalization is inside the module,
+    so it is the identity, unless the robot's units differ from the dataset's: then it is
+    that linear conversion, which the node applies to the state before the module
+    ((q - mean) / std = q * scale + offset) and undoes on the actions (a * std + mean),
+    joint by joint, by name."""
+    n = len(state_names)
+    scale = opts.robot_to_dataset_scale or [1.0] * n
+    offset = opts.robot_to_dataset_offset or [0.0] * n
+    if len(scale) != n or len(offset) != n:
+        raise ExportError(f"unit scale and offset need one value per state joint ({n}: {', '.join(state_names)})")
+    if any(v == 0 for v in scale):
+        raise ExportError("a unit scale of 0 would lose the joint")
+    state_std = [1.0 / v for v in scale]
+    state_mean = [-o / v for o, v in zip(offset, scale)]
+    converted = opts.robot_to_dataset_scale is not None or opts.robot_to_dataset_offset is not None
+    missing = [a for a in action_names if a not in state_names]
+    if converted and missing:
+        raise ExportError(f"units are given per state joint; the actions {missing} are not state joints")
+    index = {name: i for i, name in enumerate(state_names)}
+    return {
+        "state_mean": state_mean,
+        "state_std": state_std,
+        "action_mean": [state_mean[index[a]] if converted else 0.0 for a in action_names],
+        "action_std": [state_std[index[a]] if converted else 1.0 for a in action_names],
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Export and check.
+
+
+@dataclass
+class Exported:
+    metadata: dict
+    # With the check: observations, max_abs_diff (one at a time), max_abs_diff_batched, tolerance.
+    check: dict | None
+    # The node's smoothing parameters closest to how LeRobot executed the chunks.
+    smoothing: str
+
+
+def export(policy_dir: Path, opts: Options, check: bool = True, tolerance: float = 1e-4,
+           inspect_case: Path | None = None) -> Exported:
+    """Writes the policy file (and, with `inspect_case`, a case for the node's `inspect`
+    command there, see write_inspect_case); with `check`, holds it to LeRobot."""
+    ckpt = load_checkpoint(Path(policy_dir))
+    if ckpt.config.type not in CHUNK_POLICY_TYPES:
+        raise ExportError(
+            f"policy type '{ckpt.config.type}' is not supported; this export handles {', '.join(CHUNK_POLICY_TYPES)}"
+        )
+    meta = build_metadata(ckpt, opts)
+    heights = [c["height"] for c in meta["cameras"]]
+    widths = [c["width"] for c in meta["cameras"]]
+    state_dim = len(meta["state_names"])
+    core = LeRobotChunk(ckpt).eval()
+    traced = trace_core(core, heights, widths, state_dim)
+    module = torch.jit.script(ContractChunkPolicy(traced, json.dumps(meta), heights, widths, state_dim))
+    opts.output.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(module, str(opts.output))
+    if inspect_case is not None:
+        write_inspect_case(ckpt, meta, inspect_case, opts.output)
+    figures = check_against_lerobot(ckpt, opts.output, meta, tolerance) if check else None
+    return Exported(meta, figures, smoothing_advice(ckpt.config))
+
+
+def smoothing_advice(cfg) -> str:
+    coeff = getattr(cfg, "temporal_ensemble_coeff", None)
+    if coeff is not None:
+        return (f"LeRobot ran this policy with temporal ensembling (coefficient {coeff}, a new chunk every step): "
+                f"on the node, smoothing: temporal_ensemble, ensemble_m: {coeff}")
+    return (f"LeRobot ran {cfg.n_action_steps} of each chunk's {cfg.chunk_size} actions open-loop before inferring "
+            "again; the node infers on every camera set and blends the chunks: smoothing: temporal_ensemble "
+            "(ensemble_m 0.01, as in the ACT paper) or none (the newest chunk)")
+
+
+def lerobot_chunk(ckpt: Checkpoint, images: Dict[str, np.ndarray], state: np.ndarray) -> Tensor:
+    """LeRobot's own inference on one observation, as its record loop runs it: images
+    uint8 HWC by policy feature key, state float32 [S]; returns the chunk [1, T, A]."""
+    from lerobot.policies.utils import prepare_observation_for_inference
+    from lerobot.utils.constants import OBS_STATE
+
+    obs = {key: image.copy() for key, image in images.items()}
+    obs[OBS_STATE] = state.astype(np.float32)
+    batch = ckpt.preprocessor(prepare_observation_for_inference(obs, torch.device("cpu")))
+    with torch.no_grad():
+        return ckpt.postprocessor(ckpt.policy.predict_action_chunk(batch))
+
+
+_FRESH_PROCESS = """
+import sys, torch
+if int(sys.argv[4]) > 0:
+    torch.set_num_threads(int(sys.argv[4]))
+m = torch.jit.load(sys.argv[1])
+cases = torch.load(sys.argv[2])
+out = []
+with torch.no_grad():
+    for images, state in cases:
+        empty = torch.zeros(state.shape[0], 0, dtype=torch.int64)
+        out.append(m(images, state, empty, empty.bool())[0])
+torch.save(out, sys.argv[3])
+"""
+
+
+def run_in_fresh_process(policy_file: Path, cases: List[Tuple[List[Tensor], Tensor]],
+                         python: str = sys.executable, threads: int = 0) -> List[Tensor]:
+    """Each case's chunk (images, state) from the file loaded by torch.jit.load in a new
+    interpreter (`python`; `threads` > 0 sets torch's intra-op threads, as the node's
+    torch_threads does)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, out = Path(tmp) / "cases.pt", Path(tmp) / "chunks.pt"
+        torch.save(cases, inp)
+        subprocess.run([python, "-c", _FRESH_PROCESS, str(policy_file), str(inp), str(out), str(threads)], check=True)
+        return torch.load(out)
+
+
+def check_against_lerobot(ckpt: Checkpoint, policy_file: Path, meta: dict, tolerance: float, n: int = 3) -> dict:
+    """Compares the file's chunks with LeRobot's on `n` random observations, one at a
+    time and all in one batch. Raises ExportError past `tolerance`."""
+    rng = np.random.default_rng(0)
+    observations = []
+    for _ in range(n):
+        images = {
+            key: rng.integers(0, 256, (cam["height"], cam["width"], 3), dtype=np.uint8)
+            for key, cam in zip(ckpt.image_keys, meta["cameras"])
+        }
+        observations.append((images, rng.normal(size=len(meta["state_names"])).astype(np.float32)))
+    want = [lerobot_chunk(ckpt, images, state)[0] for images, state in observations]
+    cases = [([torch.from_numpy(images[k])[None] for k in ckpt.image_keys], torch.from_numpy(state)[None])
+             for images, state in observations]
+    batched = ([torch.cat([c[0][i] for c in cases]) for i in range(len(ckpt.image_keys))],
+               torch.cat([c[1] for c in cases]))
+    got = run_in_fresh_process(policy_file, cases + [batched])
+    single = max(float((g[0] - w).abs().max()) for g, w in zip(got[:n], want))
+    batch = float((got[n] - torch.stack(want)).abs().max())
+    if not (single <= tolerance and batch <= tolerance):
+        raise ExportError(
+            f"the exported file differs from LeRobot by {max(single, batch):.3g} (tolerance {tolerance}): "
+            f"{single:.3g} one observation at a time, {batch:.3g} as a batch"
+        )
+    return {"observations": n, "max_abs_diff": single, "max_abs_diff_batched": batch, "tolerance": tolerance}
+
+
+def write_inspect_case(ckpt: Checkpoint, meta: dict, out_dir: Path, policy_file: Path, seed: int = 0) -> dict:
+    """One observation for `vla_controller inspect`, with LeRobot's chunk for it, so that
+    the node's own libtorch path can be held to LeRobot on the robot's computer.
+
+    Writes, in `out_dir`: one PNG per camera at the policy's input size (so that the node
+    resizes nothing), `case.json` (the policy file, images, joints in `state_names`
+    order, LeRobot's chunk in action units, the tolerance) and `inspect.jsonl` (the same
+    case for `vla_controller inspect --batch`). The images are uniform noise: any pixel
+    the node moved, dropped or swapped changes the chunk. Returns case.json's content."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from vla_demo.png import write_png
+
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, files = {}, []
+    for key, cam in zip(ckpt.image_keys, meta["cameras"]):
+        images[key] = rng.integers(0, 256, (cam["height"], cam["width"], 3), dtype=np.uint8)
+        files.append(f"{cam['name']}.png")
+        write_png(out_dir / files[-1], images[key])
+    # float32 values written as the exact decimal of the float32, so that the node's
+    # f64 -> f32 conversion gives the very state LeRobot saw.
+    state = rng.normal(size=len(meta["state_names"])).astype(np.float32)
+    chunk = lerobot_chunk(ckpt, images, state)[0]
+    case = {
+        "policy": os.path.relpath(Path(policy_file).resolve(), out_dir.resolve()),
+        "images": files,
+        "joints": [float(v) for v in state],
+        "state_names": meta["state_names"],
+        "action_names": meta["action_names"],
+        "instruction": "",
+        "expected_actions": chunk.tolist(),
+        "tolerance": 1e-4,
+    }
+    (out_dir / "case.json").write_text(json.dumps(case, indent=1) + "\n")
+    line = {"images": files, "joints": case["joints"], "instruction": "", "out": "out"}
+    (out_dir / "inspect.jsonl").write_text(json.dumps(line) + "\n")
+    return case
+
+
+def _names(text: str) -> List[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _floats(text: str) -> List[float]:
+    return [float(v) for v in _names(text)]
+
+
+def main(argv: List[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("policy_dir", type=Path, help="a LeRobot pretrained_model folder (config.json, model.safetensors, ...)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the policy file to write (.pt)")
+    p.add_argument("--name", help="the policy's name in its metadata")
+    p.add_argument("--dataset-root", type=Path, help="the training dataset's folder (with meta/info.json)")
+    p.add_argument("--state-names", type=_names, help="comma-separated, in observation.state order")
+    p.add_argument("--action-names", type=_names, help="comma-separated, in action order")
+    p.add_argument("--camera-names", type=_names, help="comma-separated, in the policy's image feature order")
+    p.add_argument("--fps", type=float, help="control rate in Hz (default: the dataset's fps)")
+    p.add_argument("--resize", default="area", choices=RESIZE_MODES,
+                   help="how the node brings a camera image of another size to the policy's (default area)")
+    p.add_argument("--any-camera-size", action="store_true",
+                   help="accept any camera size, resized on arrival (default: only the trained size)")
+    p.add_argument("--patch-grid", type=lambda s: tuple(int(v) for v in s.split(",")),
+                   help="rows,cols of occlusion explanations (default 12,16)")
+    p.add_argument("--robot-to-dataset-scale", type=_floats, metavar="S1,S2,...",
+                   help="per state joint: dataset value = robot value * scale + offset (default 1)")
+    p.add_argument("--robot-to-dataset-offset", type=_floats, metavar="O1,O2,...",
+                   help="per state joint, with the scale above (default 0)")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with LeRobot after writing")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed difference from LeRobot's chunk")
+    p.add_argument("--inspect-case", type=Path, metavar="DIR",
+                   help="also write one observation and LeRobot's chunk for it, for `vla_controller inspect`")
+    a = p.parse_args(argv)
+    opts = Options(output=a.output, name=a.name, dataset_root=a.dataset_root, state_names=a.state_names,
+                   action_names=a.action_names, camera_names=a.camera_names, fps=a.fps, resize=a.resize,
+                   any_camera_size=a.any_camera_size, patch_grid=a.patch_grid,
+                   robot_to_dataset_scale=a.robot_to_dataset_scale, robot_to_dataset_offset=a.robot_to_dataset_offset)
+    try:
+        result = export(a.policy_dir, opts, check=not a.no_check, tolerance=a.tolerance,
+                        inspect_case=a.inspect_case)
+    except ExportError as e:
+        print(f"export_lerobot: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {a.output}")
+    print(json.dumps(result.metadata, indent=2))
+    if a.inspect_case:
+        print(f"wrote an inspect case in {a.inspect_case} (case.json, inspect.jsonl, one PNG per camera)")
+    if result.check:
+        c = result.check
+        print(f"checked against LeRobot on {c['observations']} random observations: "
+              f"max |diff| {c['max_abs_diff']:.3g} one at a time, {c['max_abs_diff_batched']:.3g} batched")
+    print(result.smoothing)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
