@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-unit test-ros demo bench bench-e2e clean
+.PHONY: setup build test test-unit test-ros test-lerobot demo bench bench-e2e clean
 
 setup:
 	scripts/setup.sh
@@ -17,6 +17,7 @@ build: setup
 test: build
 	$(ENV) cargo test --release
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
+	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
 
 test-unit: setup
 	scripts/build_msgs.sh
@@ -24,6 +25,10 @@ test-unit: setup
 
 test-ros: build
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
+
+# The LeRobot export (python/export_lerobot.py) against LeRobot itself, in its own environment.
+test-lerobot: build
+	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
 
 demo: build
 	$(ENV) python scripts/demo.py

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""LeRobot ACT policies as a LeRobot user has them after training, made here with
+LeRobot's own code (random init: no hub, no pretrained backbone), and their exports.
+
+A "training run" is what `lerobot-record` and `lerobot-train` leave behind:
+`dataset/meta/info.json` (features with joint names, fps) and
+`train/checkpoints/last/pretrained_model/` (config.json, model.safetensors,
+policy_preprocessor*.json/.safetensors with the normalization statistics,
+policy_postprocessor*, train_config.json pointing at the dataset).
+
+As a program it writes the policies the node's own tests use (run it in .venv-lerobot):
+
+    .venv-lerobot/bin/python tests/lerobot/fixtures.py out/lerobot
+
+    out/lerobot/act_top.pt            one camera "top", 96x128, any camera size (area),
+                                      SO-101 joint names, 30 Hz: the live one-camera test
+    out/lerobot/act_top_case/         PNG, joints and LeRobot's chunk for `inspect`
+    out/lerobot/act_two.pt            cameras "top" and "wrist", 48x64 each, MIN_MAX
+                                      state and action normalization, strict sizes
+    out/lerobot/act_two_case/
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "python"))
+
+import export_lerobot  # noqa: E402
+
+# The joint names LeRobot's SO-100/SO-101 follower records (`<motor>.pos`).
+SO101_JOINTS = ["shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos", "wrist_flex.pos", "wrist_roll.pos",
+                "gripper.pos"]
+# The simulated arm's joints (python/vla_demo, config/controller.yaml) and where the demo
+# arm rests; a policy trained on an SO-101 runs on it through the node's joint_name_map.
+SIM_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch", "wrist_roll", "gripper"]
+SIM_NAME_MAP = dict(zip(SIM_JOINTS, SO101_JOINTS))
+SIM_REST = [0.0, 1.2, -1.8, -0.9, 0.0, 0.04]
+
+
+@dataclass
+class ActRun:
+    """What to make: cameras as name -> (height, width), in feature order."""
+
+    cameras: dict
+    joint_names: list = field(default_factory=lambda: list(SO101_JOINTS))
+    fps: int = 30
+    chunk_size: int = 20
+    n_action_steps: int = 20
+    seed: int = 0
+    # Per FeatureType (STATE, ACTION), as ACTConfig.normalization_mapping; VISUAL stays
+    # MEAN_STD with ImageNet statistics, as lerobot-train sets them (use_imagenet_stats).
+    state_action_norm: str = "MEAN_STD"
+    # Action statistics (mean, std); None: random, seeded.
+    action_stats: tuple | None = None
+
+
+@dataclass
+class TrainedRun:
+    root: Path
+    dataset: Path
+    checkpoint: Path
+    run: ActRun
+
+
+def make_act_run(root: Path, run: ActRun) -> TrainedRun:
+    """Writes a LeRobot dataset's metadata and an ACT checkpoint trained on it (random
+    weights), the way LeRobot itself writes them."""
+    from lerobot.configs.default import DatasetConfig
+    from lerobot.configs.train import TrainPipelineConfig
+    from lerobot.configs.types import FeatureType, NormalizationMode
+    from lerobot.datasets.factory import IMAGENET_STATS
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.datasets.utils import combine_feature_dicts, dataset_to_policy_features, hw_to_dataset_features
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from lerobot.policies.act.processor_act import make_act_pre_post_processors
+
+    root = Path(root)
+    # lerobot-record: the robot's observation and action features become dataset features.
+    hw_obs = {name: float for name in run.joint_names}
+    hw_obs.update({cam: (h, w, 3) for cam, (h, w) in run.cameras.items()})
+    features = combine_feature_dicts(
+        hw_to_dataset_features(hw_obs, "observation"),
+        hw_to_dataset_features({name: float for name in run.joint_names}, "action"),
+    )
+    meta = LeRobotDatasetMetadata.create(repo_id="local/act_fixture", fps=run.fps, features=features,
+                                         robot_type="so101_follower", root=root / "dataset")
+
+    # lerobot-train (make_policy): policy features from the dataset's.
+    policy_features = dataset_to_policy_features(meta.features)
+    output_features = {k: f for k, f in policy_features.items() if f.type is FeatureType.ACTION}
+    input_features = {k: f for k, f in policy_features.items() if k not in output_features}
+    mode = NormalizationMode(run.state_action_norm)
+    torch.manual_seed(run.seed)
+    config = ACTConfig(
+        input_features=input_features, output_features=output_features, device="cpu",
+        chunk_size=run.chunk_size, n_action_steps=run.n_action_steps,
+        normalization_mapping={"VISUAL": NormalizationMode.MEAN_STD, "STATE": mode, "ACTION": mode},
+        # Small enough for tests in seconds; ResNet18 is ACT's smallest backbone.
+        pretrained_backbone_weights=None, dim_model=32, n_heads=2, dim_feedforward=64,
+        n_encoder_layers=1, n_decoder_layers=1, n_vae_encoder_layers=1, latent_dim=8,
+    )
+    policy = ACTPolicy(config)
+
+    # Dataset statistics (compute_stats' keys and shapes), images with ImageNet's.
+    rng = np.random.default_rng(run.seed)
+    n = len(run.joint_names)
+
+    def vector_stats(mean, std):
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        return {"mean": mean, "std": std, "min": mean - 2.5 * std, "max": mean + 2.5 * std}
+
+    stats = {
+        "observation.state": vector_stats(rng.uniform(-30, 30, n), rng.uniform(5, 20, n)),
+        "action": vector_stats(*(run.action_stats or (rng.uniform(-30, 30, n), rng.uniform(5, 20, n)))),
+    }
+    for cam in run.cameras:
+        stats[f"observation.images.{cam}"] = {k: np.array(v, np.float32) for k, v in IMAGENET_STATS.items()}
+    preprocessor, postprocessor = make_act_pre_post_processors(config, dataset_stats=stats)
+
+    # lerobot-train's save_checkpoint.
+    checkpoint = root / "train" / "checkpoints" / "last" / "pretrained_model"
+    policy.save_pretrained(checkpoint)
+    TrainPipelineConfig(dataset=DatasetConfig(repo_id=meta.repo_id, root=str(meta.root)), policy=config) \
+        .save_pretrained(checkpoint)
+    preprocessor.save_pretrained(checkpoint)
+    postprocessor.save_pretrained(checkpoint)
+    return TrainedRun(root, meta.root, checkpoint, run)
+
+
+# The policies the node's tests run.
+LIVE_TOP = ActRun(cameras={"top": (96, 128)}, action_stats=(SIM_REST, [0.05, 0.05, 0.05, 0.05, 0.05, 0.005]))
+TWO_CAMERAS = ActRun(cameras={"top": (48, 64), "wrist": (48, 64)}, state_action_norm="MIN_MAX", seed=1)
+
+
+def make_node_fixtures(out: Path) -> dict:
+    """The exported policies and inspect cases listed in this module's docstring."""
+    out = Path(out)
+    made = {}
+    for name, run, any_size in (("act_top", LIVE_TOP, True), ("act_two", TWO_CAMERAS, False)):
+        shutil.rmtree(out / f"{name}_run", ignore_errors=True)
+        trained = make_act_run(out / f"{name}_run", run)
+        opts = export_lerobot.Options(output=out / f"{name}.pt", resize="area", any_camera_size=any_size)
+        made[name] = export_lerobot.export(trained.checkpoint, opts, inspect_case=out / f"{name}_case").metadata
+    return made
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} OUT_DIR")
+    for name, meta in make_node_fixtures(Path(sys.argv[1])).items():
+        print(name, json.dumps(meta))
