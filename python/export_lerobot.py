@@ -328,6 +328,36 @@ def trace_core(core: LeRobotChunk, heights: List[int], widths: List[int], state_
     return traced
 
 
+def method_graphs(module: torch.jit.ScriptModule):
+    """Every method graph of a TorchScript module and its submodules."""
+    for name in module._c._method_names():
+        yield module._c._get_method(name).graph
+    for child in module.children():
+        yield from method_graphs(child)
+
+
+def make_device_agnostic(module: torch.jit.ScriptModule) -> None:
+    """Tracing writes the device it ran on into the graph wherever the model makes a
+    tensor (`torch.zeros(..., device=batch.device)` becomes `device=torch.device("cpu")`),
+    and loading the file on another device does not change those. Each such constant
+    becomes the device of the graph's first tensor input, so that the file runs where its
+    inputs are (the node's `device` parameter)."""
+    for graph in method_graphs(module):
+        constants = [n for n in graph.findAllNodes("prim::Constant") if n.output().type().kind() == "DeviceObjType"]
+        if not constants:
+            continue
+        tensor_input = next((i for i in graph.inputs() if i.type().kind() == "TensorType"), None)
+        if tensor_input is None:
+            raise ExportError("a traced graph makes tensors on a fixed device and takes no tensor to follow")
+        device = graph.create("prim::device", [tensor_input])
+        device.output().setType(constants[0].output().type())
+        device.insertBefore(next(iter(graph.nodes())))
+        for constant in constants:
+            constant.output().replaceAllUsesWith(device.output())
+            constant.destroy()
+        torch._C._jit_pass_lint(graph)
+
+
 # --------------------------------------------------------------------------------------
 # Metadata.
 
@@ -553,6 +583,7 @@ def export(policy_dir: Path, opts: Options, check: bool = True, tolerance: float
     state_dim = len(meta["state_names"])
     core = LeRobotChunk(ckpt).eval()
     traced = trace_core(core, heights, widths, state_dim)
+    make_device_agnostic(traced)
     module = torch.jit.script(ContractChunkPolicy(traced, json.dumps(meta), heights, widths, state_dim))
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(module, str(opts.output))

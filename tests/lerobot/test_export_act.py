@@ -104,6 +104,19 @@ def test_exported_chunk_matches_lerobot(exported):
     assert result.check["max_abs_diff"] <= TOLERANCE and result.check["max_abs_diff_batched"] <= TOLERANCE
 
 
+def test_exported_file_follows_its_inputs_device(exported):
+    """No device is written into the file: with `device: cuda` the node loads it on the
+    GPU and every tensor the model makes must be made there. (Checked on the graphs; no
+    GPU here to run it on.)"""
+    _, policy_file, _ = exported
+    m = torch.jit.load(str(policy_file))
+    graphs = list(ex.method_graphs(m))
+    assert len(graphs) > 10
+    for graph in graphs:
+        assert not [n for n in graph.findAllNodes("prim::Constant") if n.output().type().kind() == "DeviceObjType"]
+    assert 'torch.device("cpu")' not in m.core.policy.model.code
+
+
 def test_the_node_environment_has_no_lerobot():
     # The parity above is only a proof that the file stands alone if LeRobot is absent there.
     r = subprocess.run([NODE_PYTHON, "-c", "import lerobot"], capture_output=True, text=True)
