@@ -7,17 +7,26 @@
 Reads the policy directory exactly as LeRobot 0.4.x saves it (`config.json`,
 `model.safetensors`, `policy_preprocessor.json` and `policy_postprocessor.json` with their
 `*_normalizer_processor.safetensors` / `*_unnormalizer_processor.safetensors` statistics),
-through LeRobot's own loaders, and writes one TorchScript file (`kind: chunk`) that:
+through LeRobot's own loaders, and writes one TorchScript file that:
 
 - takes each camera as uint8 RGB `[B, H, W, 3]` at the size the policy was trained at
   (the feature's shape in `config.json`), one per LeRobot image feature, named after the
   feature key (`observation.images.top` -> `top`);
 - does what LeRobot's inference path does before the model (`prepare_observation_for_inference`:
-  /255 and HWC -> CHW; the preprocessor's normalizer step, any LeRobot normalization mode)
-  and after it (the postprocessor's unnormalizer), so the metadata's normalization is
-  the identity and the node's actions are joint targets in the dataset's units;
-- returns the whole chunk of `predict_action_chunk` (`chunk_size` actions): see
-  `chunk_length` below.
+  /255 and HWC -> CHW; the preprocessor's normalizer step, any LeRobot normalization mode);
+- ACT (`kind: chunk`): returns the whole chunk of `predict_action_chunk` (`chunk_size`
+  actions, see `chunk_length` below) after the postprocessor's unnormalizer, so the
+  metadata's normalization is the identity and the node's actions are joint targets in
+  the dataset's units;
+- SmolVLA (`kind: flow`): `encode` is SmolVLA up to its action expert (images letterboxed
+  and scaled as SmolVLA does, the instruction's tokens, the state: the VLM prefix's
+  key/value cache out), `velocity` its `denoise_step`; the node integrates from noise as
+  `sample_actions` does, and unnormalizes with the metadata's action statistics
+  (LeRobot's). The instruction's tokenizer travels in the file (`tokenizer_json`), with
+  SmolVLA's appended newline as its normalizer. x_t is LeRobot's padded action vector
+  (`flow.padded_action_dim` wide); the chunk is its first columns.
+- pi0 and pi0.5 are refused: LeRobot runs them only on a patched transformers that no
+  package registry serves.
 
 Joint names and the control rate come from the training dataset's `meta/info.json` when
 it can be found (`--dataset-root`, else the `dataset.root` or `$HF_LEROBOT_HOME/<repo_id>`
@@ -36,7 +45,8 @@ parameters; the export prints the matching ones.
 
 After writing, the file is loaded with `torch.jit.load` in a fresh Python process and its
 chunks are compared with LeRobot's own pipeline (preprocessor, `predict_action_chunk`,
-postprocessor) on random observations; the export fails if they differ by more than
+postprocessor; for SmolVLA with the same noise and instructions tokenized by the file's
+tokenizer) on random observations; the export fails if they differ by more than
 `--tolerance`. Run it in the environment LeRobot was trained in (it imports lerobot).
 """
 
@@ -59,8 +69,18 @@ from torch import Tensor, nn
 
 # Policy types whose `predict_action_chunk` is a pure function of one observation, so that
 # one traced forward reproduces it. (Diffusion keeps an observation history and samples
-# noise inside; the flow-matching VLAs are exported as `kind: flow`.)
+# noise inside.)
 CHUNK_POLICY_TYPES = ("act",)
+# Flow-matching policies, exported as `kind: flow`: their VLM prefix becomes `encode`,
+# their action expert's denoising step `velocity`.
+FLOW_POLICY_TYPES = ("smolvla",)
+# Why the others cannot be exported (yet).
+UNSUPPORTED_POLICY_TYPES = {
+    "pi0": "LeRobot's pi0 runs only on a patched transformers (its `transformers.models.siglip.check`), "
+           "which no package registry serves",
+    "pi05": "LeRobot's pi0.5 runs only on a patched transformers, which no package registry serves",
+    "diffusion": "diffusion keeps an observation history and samples its noise inside the policy",
+}
 
 # Preprocessor and postprocessor steps that do nothing the node must reproduce beyond
 # what the export bakes in: a batch dimension, a device move, a key rename (used to name
@@ -68,6 +88,9 @@ CHUNK_POLICY_TYPES = ("act",)
 PASSIVE_STEPS = ("to_batch_processor", "device_processor", "rename_observations_processor")
 NORMALIZER_STEP = "normalizer_processor"
 UNNORMALIZER_STEP = "unnormalizer_processor"
+# The instruction's steps, carried into the policy file's tokenizer (metadata `tokenizer`).
+TOKENIZER_STEP = "tokenizer_processor"
+NEWLINE_STEP = "smolvla_new_line_processor"
 
 RESIZE_MODES = ("area", "bilinear", "letterbox")
 DEFAULT_PATCH_GRID = (12, 16)
@@ -136,6 +159,20 @@ class FeatureNorm(nn.Module):
         return 2.0 * (x - self.lo) / d - 1.0
 
 
+    def affine(self) -> Tuple[List[float], List[float]]:
+        """An unnormalization as (std, mean) with x * std + mean, the form the contract's
+        metadata normalization takes (exact for MEAN_STD; the same map, rounded
+        differently, for the others)."""
+        assert self.inverse
+        if self.mode == self.IDENTITY:
+            return [], []
+        if self.mode == self.MEAN_STD:
+            return self.hi.tolist(), self.lo.tolist()
+        d = self.hi - self.lo
+        d = torch.where(d == 0, torch.full_like(d, self.eps), d)
+        return (d / 2).tolist(), (self.lo + d / 2).tolist()
+
+
 def _stat(stats: Dict[str, Tensor], name: str, mode: str) -> Tensor:
     if name not in stats:
         raise ExportError(f"{mode} normalization needs the statistic '{name}', which the checkpoint lacks")
@@ -172,10 +209,16 @@ class Checkpoint:
     normalizer: object
     unnormalizer: object
     rename_map: Dict[str, str]
+    # The preprocessor's TokenizerProcessorStep, and whether a step before it ends the
+    # instruction with a newline (SmolVLA's).
+    tokenizer: object | None = None
+    newline: bool = False
 
     @property
     def image_keys(self) -> List[str]:
-        return list(self.config.image_features)
+        """The cameras: the policy's image features, less SmolVLA's `empty_cameras`
+        placeholders (which the policy fills itself)."""
+        return [k for k in self.config.image_features if not k.startswith("observation.images.empty_camera_")]
 
     def image_hw(self, key: str) -> Tuple[int, int]:
         shape = tuple(self.config.image_features[key].shape)
@@ -217,26 +260,26 @@ def load_checkpoint(path: Path) -> Checkpoint:
         config, pretrained_path=str(path), preprocessor_overrides=cpu, postprocessor_overrides=cpu
     )
 
-    normalizer = unnormalizer = None
+    found: Dict[str, object] = {}
     rename_map: Dict[str, str] = {}
-    for pipeline, wanted in ((pre, NORMALIZER_STEP), (post, UNNORMALIZER_STEP)):
+    for pipeline, known in ((pre, (NORMALIZER_STEP, TOKENIZER_STEP, NEWLINE_STEP)), (post, (UNNORMALIZER_STEP,))):
         for step in pipeline.steps:
             name = _registry_name(step)
-            if name == wanted:
-                if wanted == NORMALIZER_STEP:
-                    normalizer = step
-                else:
-                    unnormalizer = step
+            if name in known:
+                found[name] = step
             elif name == "rename_observations_processor":
                 rename_map.update(step.rename_map)
             elif name not in PASSIVE_STEPS:
                 raise ExportError(
                     f"the {pipeline.name} has a step '{name}' that the export does not know how to carry "
-                    f"into the policy file (it knows {', '.join(PASSIVE_STEPS + (wanted,))})"
+                    f"into the policy file (it knows {', '.join(PASSIVE_STEPS + known)})"
                 )
-    if normalizer is None or unnormalizer is None:
+    if NORMALIZER_STEP not in found or UNNORMALIZER_STEP not in found:
         raise ExportError(f"{path}: the preprocessor needs a {NORMALIZER_STEP} and the postprocessor an {UNNORMALIZER_STEP}")
-    return Checkpoint(path, config, policy, pre, post, normalizer, unnormalizer, rename_map)
+    if NEWLINE_STEP in found and TOKENIZER_STEP not in found:
+        raise ExportError(f"{path}: the preprocessor ends instructions with a newline but tokenizes none")
+    return Checkpoint(path, config, policy, pre, post, found[NORMALIZER_STEP], found[UNNORMALIZER_STEP], rename_map,
+                      found.get(TOKENIZER_STEP), NEWLINE_STEP in found)
 
 
 def _registry_name(step) -> str:
@@ -248,34 +291,106 @@ def _registry_name(step) -> str:
 # The exported module.
 
 
+class LeRobotObservation(nn.Module):
+    """The node's inputs as LeRobot's policies take them: uint8 HWC images by feature key
+    as `prepare_observation_for_inference` makes them (float32 / 255, then a contiguous
+    CHW: the convolutions' rounding depends on the memory layout), and the state, each
+    through the preprocessor's normalizer."""
+
+    def __init__(self, ckpt: Checkpoint):
+        super().__init__()
+        from lerobot.utils.constants import OBS_STATE
+
+        self.image_keys = ckpt.image_keys
+        self.state_key = OBS_STATE
+        self.image_norms = nn.ModuleList(feature_norm(ckpt.normalizer, k, inverse=False) for k in self.image_keys)
+        self.state_norm = feature_norm(ckpt.normalizer, OBS_STATE, inverse=False)
+
+    def forward(self, images: List[Tensor], state: Tensor) -> Dict[str, Tensor]:
+        batch = {self.state_key: self.state_norm(state)}
+        for key, image, norm in zip(self.image_keys, images, self.image_norms):
+            x = image.to(torch.float32) / 255
+            batch[key] = norm(x.permute(0, 3, 1, 2).contiguous())
+        return batch
+
+
 class LeRobotChunk(nn.Module):
     """LeRobot's inference path for one observation, traced once: uint8 HWC images and
     the raw state in, the unnormalized chunk out."""
 
     def __init__(self, ckpt: Checkpoint):
         super().__init__()
-        from lerobot.utils.constants import ACTION, OBS_STATE
+        from lerobot.utils.constants import ACTION
 
         self.policy = ckpt.policy
-        self.image_keys = ckpt.image_keys
-        self.state_key = OBS_STATE
-        self.image_norms = nn.ModuleList(feature_norm(ckpt.normalizer, k, inverse=False) for k in self.image_keys)
-        self.state_norm = feature_norm(ckpt.normalizer, OBS_STATE, inverse=False)
+        self.observation = LeRobotObservation(ckpt)
         self.action_unnorm = feature_norm(ckpt.unnormalizer, ACTION, inverse=True)
 
     def forward(self, images: List[Tensor], state: Tensor) -> Tensor:
-        batch = {self.state_key: self.state_norm(state)}
-        for key, image, norm in zip(self.image_keys, images, self.image_norms):
-            # lerobot.policies.utils.prepare_observation_for_inference: float32 / 255, then a
-            # contiguous CHW (the convolutions' rounding depends on the memory layout).
-            x = image.to(torch.float32) / 255
-            batch[key] = norm(x.permute(0, 3, 1, 2).contiguous())
-        return self.action_unnorm(self.policy.predict_action_chunk(batch))
+        return self.action_unnorm(self.policy.predict_action_chunk(self.observation(images, state)))
+
+
+class SmolVLAEncode(nn.Module):
+    """SmolVLA up to its action expert: what `SmolVLAPolicy._get_action_chunk` and
+    `VLAFlowMatching.sample_actions` do before their denoising loop. Returns the context
+    `denoise_step` reads: the prefix's padding mask, then each layer's key and value cache."""
+
+    def __init__(self, ckpt: Checkpoint):
+        super().__init__()
+        self.policy = ckpt.policy
+        self.observation = LeRobotObservation(ckpt)
+
+    def forward(self, images: List[Tensor], state: Tensor, token_ids: Tensor, token_mask: Tensor) -> List[Tensor]:
+        from lerobot.policies.smolvla.modeling_smolvla import make_att_2d_masks
+
+        batch = self.observation(images, state)
+        images_, image_masks = self.policy.prepare_images(batch)
+        model = self.policy.model
+        embs, pad_masks, att_masks = model.embed_prefix(
+            images_, image_masks, token_ids, token_mask, state=self.policy.prepare_state(batch)
+        )
+        _, cache = model.vlm_with_expert.forward(
+            attention_mask=make_att_2d_masks(pad_masks, att_masks),
+            position_ids=torch.cumsum(pad_masks, dim=1) - 1,
+            past_key_values=None,
+            inputs_embeds=[embs, None],
+            use_cache=True,
+            fill_kv_cache=True,
+        )
+        context = [pad_masks]
+        for layer in sorted(cache):
+            context += [cache[layer]["key_states"], cache[layer]["value_states"]]
+        return context
+
+
+class SmolVLAVelocity(nn.Module):
+    """SmolVLA's `denoise_step` on the context of SmolVLAEncode."""
+
+    def __init__(self, ckpt: Checkpoint):
+        super().__init__()
+        self.model = ckpt.policy.model
+
+    def forward(self, x_t: Tensor, t: Tensor, context: List[Tensor]) -> Tensor:
+        cache = {layer: {"key_states": context[1 + 2 * layer], "value_states": context[2 + 2 * layer]}
+                 for layer in range((len(context) - 1) // 2)}
+        return self.model.denoise_step(prefix_pad_masks=context[0], past_key_values=cache, x_t=x_t, timestep=t)
+
+
+def check_observation(images: List[Tensor], state: Tensor, heights: List[int], widths: List[int], state_dim: int):
+    """The contract's inputs, with messages that say what was expected (a traced module
+    would fail deep inside)."""
+    if len(images) != len(heights):
+        raise RuntimeError("expected {} camera images, got {}".format(len(heights), len(images)))
+    for i, image in enumerate(images):
+        h, w = heights[i], widths[i]
+        if image.dtype != torch.uint8 or image.dim() != 4 or image.size(1) != h or image.size(2) != w or image.size(3) != 3:
+            raise RuntimeError("camera {}: expected uint8 [B, {}, {}, 3], got {} {}".format(i, h, w, image.dtype, image.shape))
+    if state.dim() != 2 or state.size(1) != state_dim:
+        raise RuntimeError("expected state [B, {}], got {}".format(state_dim, state.shape))
 
 
 class ContractChunkPolicy(nn.Module):
-    """The file's top level: contract v2 `forward` and `metadata`, with the input checks
-    whose messages say what was expected (a traced module would fail deep inside)."""
+    """The file's top level for `kind: chunk`: `forward` and `metadata`."""
 
     def __init__(self, core: nn.Module, metadata: str, heights: List[int], widths: List[int], state_dim: int):
         super().__init__()
@@ -288,22 +403,72 @@ class ContractChunkPolicy(nn.Module):
     def forward(
         self, images: List[Tensor], state: Tensor, token_ids: Tensor, token_mask: Tensor
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
-        if len(images) != len(self.heights):
-            raise RuntimeError("expected {} camera images, got {}".format(len(self.heights), len(images)))
-        for i, image in enumerate(images):
-            h, w = self.heights[i], self.widths[i]
-            if image.dtype != torch.uint8 or image.dim() != 4 or image.size(1) != h or image.size(2) != w or image.size(3) != 3:
-                raise RuntimeError(
-                    "camera {}: expected uint8 [B, {}, {}, 3], got {} {}".format(i, h, w, image.dtype, image.shape)
-                )
-        if state.dim() != 2 or state.size(1) != self.state_dim:
-            raise RuntimeError("expected state [B, {}], got {}".format(self.state_dim, state.shape))
+        check_observation(images, state, self.heights, self.widths, self.state_dim)
         outputs: Dict[str, Tensor] = {}
         return self.core(images, state.to(torch.float32)), outputs
 
     @torch.jit.export
     def metadata(self) -> str:
         return self.meta
+
+
+class ContractFlowPolicy(nn.Module):
+    """The file's top level for `kind: flow`: `encode`, `velocity`, `metadata` and the
+    tokenizer (`tokenizer_json`, named in the metadata)."""
+
+    def __init__(self, encode_core: nn.Module, velocity_core: nn.Module, metadata: str, tokenizer: str,
+                 heights: List[int], widths: List[int], state_dim: int, max_length: int, chunk_length: int,
+                 dim: int):
+        super().__init__()
+        self.encode_core = encode_core
+        self.velocity_core = velocity_core
+        self.meta = metadata
+        self.tokenizer = tokenizer
+        self.heights = heights
+        self.widths = widths
+        self.state_dim = state_dim
+        self.max_length = max_length
+        self.chunk_length = chunk_length
+        self.dim = dim
+
+    @torch.jit.export
+    def encode(
+        self, images: List[Tensor], state: Tensor, token_ids: Tensor, token_mask: Tensor
+    ) -> Tuple[List[Tensor], Dict[str, Tensor]]:
+        check_observation(images, state, self.heights, self.widths, self.state_dim)
+        b = state.size(0)
+        if token_ids.dim() != 2 or token_ids.size(0) != b or token_ids.size(1) != self.max_length \
+                or token_ids.dtype != torch.int64 or token_mask.dtype != torch.bool or token_mask.shape != token_ids.shape:
+            raise RuntimeError("expected token_ids int64 and token_mask bool, both [{}, {}], got {} {} and {} {}".format(
+                b, self.max_length, token_ids.dtype, token_ids.shape, token_mask.dtype, token_mask.shape))
+        # The VLM's vision tower loops over the batch in Python, which a trace unrolls:
+        # the encoder was traced for one observation and runs once per observation.
+        state = state.to(torch.float32)
+        parts: List[List[Tensor]] = []
+        for i in range(b):
+            parts.append(self.encode_core([image[i:i + 1] for image in images], state[i:i + 1],
+                                          token_ids[i:i + 1], token_mask[i:i + 1]))
+        context: List[Tensor] = []
+        for k in range(len(parts[0])):
+            context.append(torch.cat([p[k] for p in parts], 0))
+        outputs: Dict[str, Tensor] = {}
+        return context, outputs
+
+    @torch.jit.export
+    def velocity(self, x_t: Tensor, t: Tensor, context: List[Tensor]) -> Tensor:
+        if x_t.dim() != 3 or x_t.size(1) != self.chunk_length or x_t.size(2) != self.dim:
+            raise RuntimeError("expected x_t [B, {}, {}], got {}".format(self.chunk_length, self.dim, x_t.shape))
+        if t.dim() != 1 or t.size(0) != x_t.size(0):
+            raise RuntimeError("expected t [{}], got {}".format(x_t.size(0), t.shape))
+        return self.velocity_core(x_t, t, context)
+
+    @torch.jit.export
+    def metadata(self) -> str:
+        return self.meta
+
+    @torch.jit.export
+    def tokenizer_json(self) -> str:
+        return self.tokenizer
 
 
 def _example_inputs(heights: List[int], widths: List[int], state_dim: int, batch: int, seed: int):
@@ -452,6 +617,7 @@ def build_metadata(ckpt: Checkpoint, opts: Options) -> dict:
     from lerobot.utils.constants import ACTION, OBS_STATE
 
     cfg = ckpt.config
+    flow = cfg.type in FLOW_POLICY_TYPES
     if cfg.robot_state_feature is None:
         raise ExportError("the policy takes no observation.state; the node always gives the joint state")
     if cfg.env_state_feature is not None:
@@ -506,11 +672,14 @@ def build_metadata(ckpt: Checkpoint, opts: Options) -> dict:
     if grid[0] > min_h or grid[1] > min_w or min(grid) < 1:
         raise ExportError(f"patch grid {list(grid)} does not fit the smallest camera input ({min_h}x{min_w})")
 
-    normalization = unit_conversion(state_names, action_names, opts)
-    return {
+    # A chunk policy unnormalizes its actions itself; a flow policy's chunk is integrated
+    # in LeRobot's normalized action space, and the node unnormalizes it.
+    action_affine = feature_norm(ckpt.unnormalizer, ACTION, inverse=True).affine() if flow else ([], [])
+    normalization = unit_conversion(state_names, action_names, opts, action_affine)
+    meta = {
         "contract_version": 2,
         "name": opts.name or default_name(ckpt),
-        "kind": "chunk",
+        "kind": "flow" if flow else "chunk",
         "cameras": cameras,
         "state_names": state_names,
         "action_names": action_names,
@@ -520,19 +689,78 @@ def build_metadata(ckpt: Checkpoint, opts: Options) -> dict:
         # node's smoothing parameters make, not part of the policy's output.
         "chunk_length": int(cfg.chunk_size),
         "control_rate_hz": float(fps),
-        "tokenizer": None,
+        "tokenizer": instruction_tokenizer(ckpt),
         "outputs": [],
         "patch_grid": [int(grid[0]), int(grid[1])],
         "normalization": normalization,
     }
+    if flow:
+        meta["flow"] = {
+            "num_steps": int(cfg.num_steps),
+            # sample_actions: x_1 is the noise, t from 1 down by 1 / num_steps.
+            "time": "noise_at_one",
+            # Gradients reach x_t through velocity (LeRobot's own RTC guidance uses them).
+            "guidance": "autograd",
+            # x_t (and the noise) is LeRobot's padded action vector, max_action_dim wide;
+            # the chunk is its first len(action_names) columns.
+            "padded_action_dim": int(cfg.max_action_dim),
+        }
+    return meta
 
 
-def unit_conversion(state_names: List[str], action_names: List[str], opts: Options) -> dict:
-    """The metadata's normalization. LeRobot's own normalization is inside the module,
-    so it is the identity, unless the robot's units differ from the dataset's: then it is
-    that linear conversion, which the node applies to the state before the module
-    ((q - mean) / std = q * scale + offset) and undoes on the actions (a * std + mean),
-    joint by joint, by name."""
+def instruction_tokenizer(ckpt: Checkpoint) -> dict | None:
+    """The metadata's tokenizer: none without a tokenizer step; else LeRobot's tokenizer
+    carried in the file (method `tokenizer_json`), cut and padded as its step does."""
+    step = ckpt.tokenizer
+    if step is None:
+        return None
+    if step.padding_side != "right" or not step.truncation:
+        raise ExportError("the node pads instructions on the right and cuts them at max_length; "
+                          f"this tokenizer step pads on the {step.padding_side} (truncation {step.truncation})")
+    return {"type": "hf", "method": "tokenizer_json", "max_length": int(step.max_length),
+            "pad_id": int(step.input_tokenizer.pad_token_id)}
+
+
+def tokenizer_json(ckpt: Checkpoint) -> str:
+    """LeRobot's tokenizer as one `tokenizers` JSON: the instruction steps of the
+    preprocessor become its normalizer (SmolVLA's newline at the end, appended before
+    the tokenizer's own normalizer, as the steps run), its padding and truncation are
+    left to the node (max_length, pad_id in the metadata)."""
+    from tokenizers import Regex, Tokenizer, normalizers
+
+    tok = Tokenizer.from_str(ckpt.tokenizer.input_tokenizer.backend_tokenizer.to_str())
+    tok.no_padding()
+    tok.no_truncation()
+    if ckpt.newline:
+        # \z: the very end of the text (`$` would also match before a final newline).
+        newline = normalizers.Replace(Regex(r"\z"), "\n")
+        tok.normalizer = newline if tok.normalizer is None else normalizers.Sequence([newline, tok.normalizer])
+    return tok.to_str()
+
+
+def tokenize(tokenizer: str, texts: List[str], max_length: int, pad_id: int) -> Tuple[Tensor, Tensor]:
+    """token_ids and token_mask as the contract defines them for an `hf` tokenizer:
+    `Tokenizer.encode(text).ids`, cut at max_length, padded with pad_id."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer)
+    ids = torch.full((len(texts), max_length), pad_id, dtype=torch.int64)
+    mask = torch.zeros(len(texts), max_length, dtype=torch.bool)
+    for i, text in enumerate(texts):
+        row = tok.encode(text).ids[:max_length]
+        ids[i, :len(row)] = torch.tensor(row, dtype=torch.int64)
+        mask[i, :len(row)] = True
+    return ids, mask
+
+
+def unit_conversion(state_names: List[str], action_names: List[str], opts: Options,
+                    action_affine: Tuple[List[float], List[float]] = ([], [])) -> dict:
+    """The metadata's normalization. LeRobot's state normalization is inside the module,
+    so the state's is the identity, unless the robot's units differ from the dataset's:
+    then it is that linear conversion, which the node applies to the state before the
+    module ((q - mean) / std = q * scale + offset) and undoes on the actions
+    (a * std + mean), joint by joint, by name. `action_affine` (std, mean per action;
+    empty: identity) is an unnormalization the node applies first (flow policies)."""
     n = len(state_names)
     scale = opts.robot_to_dataset_scale or [1.0] * n
     offset = opts.robot_to_dataset_offset or [0.0] * n
@@ -541,17 +769,21 @@ def unit_conversion(state_names: List[str], action_names: List[str], opts: Optio
     if any(v == 0 for v in scale):
         raise ExportError("a unit scale of 0 would lose the joint")
     state_std = [1.0 / v for v in scale]
-    state_mean = [-o / v for o, v in zip(offset, scale)]
+    state_mean = [-o / v + 0.0 for o, v in zip(offset, scale)]  # + 0.0: no -0.0 in the metadata
     converted = opts.robot_to_dataset_scale is not None or opts.robot_to_dataset_offset is not None
     missing = [a for a in action_names if a not in state_names]
     if converted and missing:
         raise ExportError(f"units are given per state joint; the actions {missing} are not state joints")
     index = {name: i for i, name in enumerate(state_names)}
+    unit_std = [state_std[index[a]] if converted else 1.0 for a in action_names]
+    unit_mean = [state_mean[index[a]] if converted else 0.0 for a in action_names]
+    norm_std, norm_mean = action_affine if action_affine[0] else ([1.0] * len(action_names), [0.0] * len(action_names))
+    # a_robot = (x * norm_std + norm_mean) * unit_std + unit_mean
     return {
         "state_mean": state_mean,
         "state_std": state_std,
-        "action_mean": [state_mean[index[a]] if converted else 0.0 for a in action_names],
-        "action_std": [state_std[index[a]] if converted else 1.0 for a in action_names],
+        "action_mean": [m * u + um for m, u, um in zip(norm_mean, unit_std, unit_mean)] if converted else list(norm_mean),
+        "action_std": [s * u for s, u in zip(norm_std, unit_std)] if converted else list(norm_std),
     }
 
 
@@ -572,25 +804,76 @@ def export(policy_dir: Path, opts: Options, check: bool = True, tolerance: float
            inspect_case: Path | None = None) -> Exported:
     """Writes the policy file (and, with `inspect_case`, a case for the node's `inspect`
     command there, see write_inspect_case); with `check`, holds it to LeRobot."""
+    config_file = Path(policy_dir) / "config.json"
+    kind = json.loads(config_file.read_text()).get("type") if config_file.is_file() else None
+    # Before loading: LeRobot cannot even build some of these here.
+    if kind in UNSUPPORTED_POLICY_TYPES:
+        raise ExportError(f"policy type '{kind}' cannot be exported: {UNSUPPORTED_POLICY_TYPES[kind]}")
+    if kind is not None and kind not in CHUNK_POLICY_TYPES + FLOW_POLICY_TYPES:
+        raise ExportError(f"policy type '{kind}' is not supported; this export handles "
+                          f"{', '.join(CHUNK_POLICY_TYPES + FLOW_POLICY_TYPES)}")
     ckpt = load_checkpoint(Path(policy_dir))
-    if ckpt.config.type not in CHUNK_POLICY_TYPES:
-        raise ExportError(
-            f"policy type '{ckpt.config.type}' is not supported; this export handles {', '.join(CHUNK_POLICY_TYPES)}"
-        )
     meta = build_metadata(ckpt, opts)
     heights = [c["height"] for c in meta["cameras"]]
     widths = [c["width"] for c in meta["cameras"]]
     state_dim = len(meta["state_names"])
-    core = LeRobotChunk(ckpt).eval()
-    traced = trace_core(core, heights, widths, state_dim)
-    make_device_agnostic(traced)
-    module = torch.jit.script(ContractChunkPolicy(traced, json.dumps(meta), heights, widths, state_dim))
+    if meta["kind"] == "chunk":
+        traced = trace_core(LeRobotChunk(ckpt).eval(), heights, widths, state_dim)
+        make_device_agnostic(traced)
+        module = torch.jit.script(ContractChunkPolicy(traced, json.dumps(meta), heights, widths, state_dim))
+    else:
+        module = flow_module(ckpt, meta, heights, widths, state_dim)
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(module, str(opts.output))
     if inspect_case is not None:
+        if meta["kind"] != "chunk":
+            raise ExportError("an inspect case needs a chunk policy: the node draws a flow policy's noise itself")
         write_inspect_case(ckpt, meta, inspect_case, opts.output)
-    figures = check_against_lerobot(ckpt, opts.output, meta, tolerance) if check else None
+    figures = None
+    if check:
+        figures = (check_against_lerobot if meta["kind"] == "chunk" else check_flow_against_lerobot)(
+            ckpt, opts.output, meta, tolerance)
     return Exported(meta, figures, smoothing_advice(ckpt.config))
+
+
+def flow_module(ckpt: Checkpoint, meta: dict, heights: List[int], widths: List[int], state_dim: int):
+    """SmolVLA's encode (traced for one observation) and velocity (traced at batch 2,
+    checked at 1 and 3), under a scripted top level."""
+    cfg = ckpt.config
+    if cfg.adapt_to_pi_aloha:
+        raise ExportError("adapt_to_pi_aloha changes state and actions outside the model; the export does not carry it")
+    if not cfg.use_cache:
+        raise ExportError("use_cache is off: the denoising steps would not read a key/value cache to export")
+    tok = meta["tokenizer"]
+    if tok is None:
+        raise ExportError("a SmolVLA checkpoint without a tokenizer step in its preprocessor")
+    text = tokenizer_json(ckpt)
+    length, dim, chunk = tok["max_length"], meta["flow"]["padded_action_dim"], meta["chunk_length"]
+    encode, velocity = SmolVLAEncode(ckpt).eval(), SmolVLAVelocity(ckpt).eval()
+
+    def example(batch: int, seed: int):
+        images, state = _example_inputs(heights, widths, state_dim, batch, seed)
+        ids, mask = tokenize(text, ["pick up the red cube", "把红色方块放进盒子里", "open the drawer"][:batch] * batch,
+                             length, tok["pad_id"])
+        return images, state, ids[:batch], mask[:batch]
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        encode_traced = torch.jit.trace(encode, example(1, seed=1), check_trace=False, strict=False)
+        context = encode(*example(2, seed=2))
+        g = torch.Generator().manual_seed(3)
+        x_t, t = torch.randn(2, chunk, dim, generator=g), torch.rand(2, generator=g)
+        velocity_traced = torch.jit.trace(velocity, (x_t, t, context), check_trace=False)
+        for b in (1, 3):
+            context = encode(*example(b, seed=10 + b))
+            x_t, t = torch.randn(b, chunk, dim, generator=g), torch.rand(b, generator=g)
+            want, got = velocity(x_t, t, context), velocity_traced(x_t, t, context)
+            if want.shape != got.shape or not torch.allclose(want, got, rtol=0, atol=1e-5):
+                raise ExportError(f"the traced velocity does not reproduce batch size {b}")
+    for traced in (encode_traced, velocity_traced):
+        make_device_agnostic(traced)
+    return torch.jit.script(ContractFlowPolicy(encode_traced, velocity_traced, json.dumps(meta), text, heights, widths,
+                                               state_dim, length, chunk, dim))
 
 
 def smoothing_advice(cfg) -> str:
@@ -603,39 +886,62 @@ def smoothing_advice(cfg) -> str:
             "(ensemble_m 0.01, as in the ACT paper) or none (the newest chunk)")
 
 
-def lerobot_chunk(ckpt: Checkpoint, images: Dict[str, np.ndarray], state: np.ndarray) -> Tensor:
-    """LeRobot's own inference on one observation, as its record loop runs it: images
-    uint8 HWC by policy feature key, state float32 [S]; returns the chunk [1, T, A]."""
+def lerobot_batch(ckpt: Checkpoint, images: Dict[str, np.ndarray], state: np.ndarray,
+                  task: str | None = None) -> Dict[str, Tensor]:
+    """One observation through LeRobot's inference preparation and preprocessor, as its
+    record loop runs them: images uint8 HWC by policy feature key, state float32 [S], the
+    task for a policy that reads one."""
     from lerobot.policies.utils import prepare_observation_for_inference
     from lerobot.utils.constants import OBS_STATE
 
     obs = {key: image.copy() for key, image in images.items()}
     obs[OBS_STATE] = state.astype(np.float32)
-    batch = ckpt.preprocessor(prepare_observation_for_inference(obs, torch.device("cpu")))
+    return ckpt.preprocessor(prepare_observation_for_inference(obs, torch.device("cpu"), task=task))
+
+
+def lerobot_chunk(ckpt: Checkpoint, batch: Dict[str, Tensor], noise: Tensor | None = None) -> Tensor:
+    """LeRobot's chunk [1, T, A] in action units for a preprocessed batch (with the given
+    noise for a flow policy)."""
+    kwargs = {} if noise is None else {"noise": noise.clone()}
     with torch.no_grad():
-        return ckpt.postprocessor(ckpt.policy.predict_action_chunk(batch))
+        return ckpt.postprocessor(ckpt.policy.predict_action_chunk(batch, **kwargs))
 
 
 _FRESH_PROCESS = """
-import sys, torch
+import json, sys, torch
 if int(sys.argv[4]) > 0:
     torch.set_num_threads(int(sys.argv[4]))
 m = torch.jit.load(sys.argv[1])
+meta = json.loads(m.metadata())
 cases = torch.load(sys.argv[2])
 out = []
 with torch.no_grad():
-    for images, state in cases:
-        empty = torch.zeros(state.shape[0], 0, dtype=torch.int64)
-        out.append(m(images, state, empty, empty.bool())[0])
+    for case in cases:
+        if meta["kind"] == "chunk":
+            images, state = case
+            empty = torch.zeros(state.shape[0], 0, dtype=torch.int64)
+            out.append(m(images, state, empty, empty.bool())[0])
+            continue
+        # kind flow, time noise_at_one: Euler from x_1 = noise, as docs/POLICY_CONTRACT.md says.
+        images, state, token_ids, token_mask, noise = case
+        context, _ = m.encode(images, state, token_ids, token_mask)
+        n = meta["flow"]["num_steps"]
+        dt = -1.0 / n
+        x = noise
+        for k in range(n):
+            t = torch.full((x.shape[0],), 1.0 + k * dt, dtype=torch.float32)
+            x = x + dt * m.velocity(x, t, context)
+        out.append(x)
 torch.save(out, sys.argv[3])
 """
 
 
-def run_in_fresh_process(policy_file: Path, cases: List[Tuple[List[Tensor], Tensor]],
-                         python: str = sys.executable, threads: int = 0) -> List[Tensor]:
-    """Each case's chunk (images, state) from the file loaded by torch.jit.load in a new
-    interpreter (`python`; `threads` > 0 sets torch's intra-op threads, as the node's
-    torch_threads does)."""
+def run_in_fresh_process(policy_file: Path, cases: list, python: str = sys.executable, threads: int = 0) -> List[Tensor]:
+    """The file loaded by torch.jit.load in a new interpreter (`python`; `threads` > 0
+    sets torch's intra-op threads, as the node's torch_threads does), run on each case:
+    (images, state) for a chunk policy, its chunk back; (images, state, token_ids,
+    token_mask, noise) for a flow policy, the integrated x_0 back (all padded_action_dim
+    columns, normalized)."""
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = Path(tmp) / "cases.pt", Path(tmp) / "chunks.pt"
         torch.save(cases, inp)
@@ -643,31 +949,81 @@ def run_in_fresh_process(policy_file: Path, cases: List[Tuple[List[Tensor], Tens
         return torch.load(out)
 
 
+def flow_chunk(meta: dict, x0: Tensor) -> Tensor:
+    """A flow policy's integrated x_0 as the node turns it into joint targets: the first
+    len(action_names) columns, times action_std plus action_mean."""
+    norm = meta["normalization"]
+    a = len(meta["action_names"])
+    return x0[..., :a] * torch.tensor(norm["action_std"]) + torch.tensor(norm["action_mean"])
+
+
+def random_observations(ckpt: Checkpoint, meta: dict, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return [({key: rng.integers(0, 256, (cam["height"], cam["width"], 3), dtype=np.uint8)
+              for key, cam in zip(ckpt.image_keys, meta["cameras"])},
+             rng.normal(size=len(meta["state_names"])).astype(np.float32)) for _ in range(n)]
+
+
+def as_batch(ckpt: Checkpoint, observations) -> Tuple[List[Tensor], Tensor]:
+    """Contract inputs for observations (images by feature key, state): images in camera
+    order [B, H, W, 3], state [B, S]."""
+    images = [torch.stack([torch.from_numpy(np.ascontiguousarray(o[0][k])) for o in observations])
+              for k in ckpt.image_keys]
+    return images, torch.stack([torch.from_numpy(o[1]) for o in observations])
+
+
+def _compare(single: float, batched: float, tolerance: float, n: int) -> dict:
+    if not (single <= tolerance and batched <= tolerance):
+        raise ExportError(
+            f"the exported file differs from LeRobot by {max(single, batched):.3g} (tolerance {tolerance}): "
+            f"{single:.3g} one observation at a time, {batched:.3g} as a batch"
+        )
+    return {"observations": n, "max_abs_diff": single, "max_abs_diff_batched": batched, "tolerance": tolerance}
+
+
 def check_against_lerobot(ckpt: Checkpoint, policy_file: Path, meta: dict, tolerance: float, n: int = 3) -> dict:
     """Compares the file's chunks with LeRobot's on `n` random observations, one at a
     time and all in one batch. Raises ExportError past `tolerance`."""
-    rng = np.random.default_rng(0)
-    observations = []
-    for _ in range(n):
-        images = {
-            key: rng.integers(0, 256, (cam["height"], cam["width"], 3), dtype=np.uint8)
-            for key, cam in zip(ckpt.image_keys, meta["cameras"])
-        }
-        observations.append((images, rng.normal(size=len(meta["state_names"])).astype(np.float32)))
-    want = [lerobot_chunk(ckpt, images, state)[0] for images, state in observations]
-    cases = [([torch.from_numpy(images[k])[None] for k in ckpt.image_keys], torch.from_numpy(state)[None])
-             for images, state in observations]
-    batched = ([torch.cat([c[0][i] for c in cases]) for i in range(len(ckpt.image_keys))],
-               torch.cat([c[1] for c in cases]))
-    got = run_in_fresh_process(policy_file, cases + [batched])
+    observations = random_observations(ckpt, meta, n, seed=0)
+    want = [lerobot_chunk(ckpt, lerobot_batch(ckpt, images, state))[0] for images, state in observations]
+    cases = [as_batch(ckpt, [o]) for o in observations] + [as_batch(ckpt, observations)]
+    got = run_in_fresh_process(policy_file, cases)
     single = max(float((g[0] - w).abs().max()) for g, w in zip(got[:n], want))
-    batch = float((got[n] - torch.stack(want)).abs().max())
-    if not (single <= tolerance and batch <= tolerance):
-        raise ExportError(
-            f"the exported file differs from LeRobot by {max(single, batch):.3g} (tolerance {tolerance}): "
-            f"{single:.3g} one observation at a time, {batch:.3g} as a batch"
-        )
-    return {"observations": n, "max_abs_diff": single, "max_abs_diff_batched": batch, "tolerance": tolerance}
+    batched = float((got[n] - torch.stack(want)).abs().max())
+    return _compare(single, batched, tolerance, n)
+
+
+CHECK_TASKS = ["pick up the red cube and put it in the box", "把蓝色圆柱体放到托盘右侧", "open the drawer"]
+
+
+def check_flow_against_lerobot(ckpt: Checkpoint, policy_file: Path, meta: dict, tolerance: float) -> dict:
+    """LeRobot's sampling (predict_action_chunk with a given noise) against the file's
+    encode and velocity integrated as the contract says, with the same noise, on random
+    observations with instructions tokenized by the file's own tokenizer. Also holds
+    those token ids to LeRobot's tokenizer step."""
+    from lerobot.utils.constants import OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS
+
+    tok, flow = meta["tokenizer"], meta["flow"]
+    text = torch.jit.load(str(policy_file)).tokenizer_json()
+    observations = random_observations(ckpt, meta, len(CHECK_TASKS), seed=0)
+    g = torch.Generator().manual_seed(0)
+    noise = [torch.randn(1, meta["chunk_length"], flow["padded_action_dim"], generator=g) for _ in observations]
+    ids, mask = tokenize(text, CHECK_TASKS, tok["max_length"], tok["pad_id"])
+    want = []
+    for (images, state), task, eps, row, row_mask in zip(observations, CHECK_TASKS, noise, ids, mask):
+        batch = lerobot_batch(ckpt, images, state, task=task)
+        lerobot_ids = batch[OBS_LANGUAGE_TOKENS][0][batch[OBS_LANGUAGE_ATTENTION_MASK][0]]
+        if not torch.equal(lerobot_ids, row[row_mask]):
+            raise ExportError(f"the exported tokenizer reads {task!r} as {row[row_mask].tolist()}, "
+                              f"LeRobot as {lerobot_ids.tolist()}")
+        want.append(lerobot_chunk(ckpt, batch, noise=eps)[0])
+    cases = [(*as_batch(ckpt, [o]), ids[i:i + 1], mask[i:i + 1], noise[i]) for i, o in enumerate(observations)]
+    cases.append((*as_batch(ckpt, observations), ids, mask, torch.cat(noise)))
+    got = [flow_chunk(meta, x) for x in run_in_fresh_process(policy_file, cases)]
+    n = len(observations)
+    single = max(float((g_[0] - w).abs().max()) for g_, w in zip(got[:n], want))
+    batched = float((got[n] - torch.stack(want)).abs().max())
+    return _compare(single, batched, tolerance, n)
 
 
 def write_inspect_case(ckpt: Checkpoint, meta: dict, out_dir: Path, policy_file: Path, seed: int = 0) -> dict:
@@ -693,7 +1049,7 @@ def write_inspect_case(ckpt: Checkpoint, meta: dict, out_dir: Path, policy_file:
     # float32 values written as the exact decimal of the float32, so that the node's
     # f64 -> f32 conversion gives the very state LeRobot saw.
     state = rng.normal(size=len(meta["state_names"])).astype(np.float32)
-    chunk = lerobot_chunk(ckpt, images, state)[0]
+    chunk = lerobot_chunk(ckpt, lerobot_batch(ckpt, images, state))[0]
     case = {
         "policy": os.path.relpath(Path(policy_file).resolve(), out_dir.resolve()),
         "images": files,

@@ -36,6 +36,11 @@ sys.path.insert(0, str(ROOT / "python"))
 
 import export_lerobot  # noqa: E402
 
+# The node's own environment: torch 2.11 without LeRobot.
+NODE_PYTHON = str(ROOT / ".venv" / "bin" / "python")
+# The parity the exported files are held to (absolute, in action units).
+TOLERANCE = 1e-4
+
 # The joint names LeRobot's SO-100/SO-101 follower records (`<motor>.pos`).
 SO101_JOINTS = ["shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos", "wrist_flex.pos", "wrist_roll.pos",
                 "gripper.pos"]
@@ -128,6 +133,104 @@ def make_act_run(root: Path, run: ActRun) -> TrainedRun:
     preprocessor, postprocessor = make_act_pre_post_processors(config, dataset_stats=stats)
 
     # lerobot-train's save_checkpoint.
+    checkpoint = root / "train" / "checkpoints" / "last" / "pretrained_model"
+    policy.save_pretrained(checkpoint)
+    TrainPipelineConfig(dataset=DatasetConfig(repo_id=meta.repo_id, root=str(meta.root)), policy=config) \
+        .save_pretrained(checkpoint)
+    preprocessor.save_pretrained(checkpoint)
+    postprocessor.save_pretrained(checkpoint)
+    return TrainedRun(root, meta.root, checkpoint, run)
+
+
+def make_tiny_smolvlm(out: Path) -> Path:
+    """A SmolVLM small enough for tests, written where a hub model would be cached:
+    config.json (a 1-layer SigLIP-style vision tower on 32x32 images, 8x8 patches, and a
+    2-layer Llama text model), and a processor with a byte-level BPE tokenizer trained
+    here on robot instructions, with SmolVLM's special tokens. No weights: SmolVLA
+    builds the VLM from the config (load_vlm_weights false) and takes all weights from
+    its own checkpoint."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor
+    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+    out = Path(out)
+    specials = {"pad": "<|endoftext|>", "bos": "<|im_start|>", "end_of_utterance_token": "<end_of_utterance>",
+                "fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                "global_image_token": "<global-img>"}
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    instructions = [f"{verb} the {colour} {thing}\n" for verb in ("pick up", "move", "push", "stack", "open")
+                    for colour in ("red", "green", "blue", "yellow") for thing in ("cube", "cylinder", "drawer")]
+    tok.train_from_iterator(instructions, trainers.BpeTrainer(
+        vocab_size=320, special_tokens=list(specials.values()), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    extra = {k: v for k, v in specials.items() if k.endswith("_token")}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=specials["pad"], bos_token=specials["bos"],
+                                   eos_token=specials["end_of_utterance_token"], extra_special_tokens=extra)
+    SmolVLMProcessor(image_processor=SmolVLMImageProcessor(size={"longest_edge": 32},
+                                                           max_image_size={"longest_edge": 32}),
+                     tokenizer=fast, video_processor=SmolVLMVideoProcessor(), image_seq_len=4).save_pretrained(out)
+    SmolVLMConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        text_config=dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=len(fast),
+                         max_position_embeddings=256, pad_token_id=fast.pad_token_id),
+        scale_factor=2, image_token_id=fast.convert_tokens_to_ids("<image>"), pad_token_id=fast.pad_token_id,
+    ).save_pretrained(out)
+    return out
+
+
+@dataclass
+class SmolVLARun:
+    cameras: dict = field(default_factory=lambda: {"top": (48, 64), "wrist": (40, 40)})
+    joint_names: list = field(default_factory=lambda: list(SO101_JOINTS))
+    fps: int = 30
+    chunk_size: int = 10
+    seed: int = 0
+    # LeRobot's default pads each batch to its longest instruction; "max_length" pads
+    # to tokenizer_max_length, as the node does.
+    pad_language_to: str = "longest"
+
+
+def make_smolvla_run(root: Path, run: SmolVLARun) -> TrainedRun:
+    """A SmolVLA training run (random weights) on a tiny SmolVLM made here, saved as
+    LeRobot saves one; the dataset's metadata beside it."""
+    from lerobot.configs.default import DatasetConfig
+    from lerobot.configs.train import TrainPipelineConfig
+    from lerobot.configs.types import FeatureType
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.datasets.utils import combine_feature_dicts, dataset_to_policy_features, hw_to_dataset_features
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
+
+    root = Path(root)
+    vlm = make_tiny_smolvlm(root / "smolvlm")
+    hw_obs = {name: float for name in run.joint_names}
+    hw_obs.update({cam: (h, w, 3) for cam, (h, w) in run.cameras.items()})
+    features = combine_feature_dicts(
+        hw_to_dataset_features(hw_obs, "observation"),
+        hw_to_dataset_features({name: float for name in run.joint_names}, "action"),
+    )
+    meta = LeRobotDatasetMetadata.create(repo_id="local/smolvla_fixture", fps=run.fps, features=features,
+                                         robot_type="so101_follower", root=root / "dataset")
+    policy_features = dataset_to_policy_features(meta.features)
+    output_features = {k: f for k, f in policy_features.items() if f.type is FeatureType.ACTION}
+    input_features = {k: f for k, f in policy_features.items() if k not in output_features}
+    torch.manual_seed(run.seed)
+    config = SmolVLAConfig(
+        input_features=input_features, output_features=output_features, device="cpu",
+        vlm_model_name=str(vlm), load_vlm_weights=False, num_vlm_layers=2, chunk_size=run.chunk_size,
+        n_action_steps=run.chunk_size, resize_imgs_with_padding=(32, 32), tokenizer_max_length=16,
+        pad_language_to=run.pad_language_to,
+    )
+    policy = SmolVLAPolicy(config)
+    rng = np.random.default_rng(run.seed)
+    n = len(run.joint_names)
+    stats = {key: {"mean": rng.uniform(-30, 30, n).astype(np.float32), "std": rng.uniform(5, 20, n).astype(np.float32)}
+             for key in ("observation.state", "action")}
+    preprocessor, postprocessor = make_smolvla_pre_post_processors(config, dataset_stats=stats)
     checkpoint = root / "train" / "checkpoints" / "last" / "pretrained_model"
     policy.save_pretrained(checkpoint)
     TrainPipelineConfig(dataset=DatasetConfig(repo_id=meta.repo_id, root=str(meta.root)), policy=config) \

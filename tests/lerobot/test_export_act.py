@@ -26,12 +26,9 @@ except ImportError as e:  # a clear word instead of a skip: these tests must run
     raise ImportError("tests/lerobot need LeRobot: run them with .venv-lerobot/bin/python (scripts/setup.sh)") from e
 
 import export_lerobot as ex  # noqa: E402
-from fixtures import SO101_JOINTS, TWO_CAMERAS, ActRun, make_act_run  # noqa: E402
+from fixtures import NODE_PYTHON, SO101_JOINTS, TOLERANCE, TWO_CAMERAS, ActRun, make_act_run  # noqa: E402
 
-# The node's own environment: torch 2.11 without LeRobot.
-NODE_PYTHON = str(ROOT / ".venv" / "bin" / "python")
 BIN = ROOT / "target" / "release" / "vla_controller"
-TOLERANCE = 1e-4
 
 ONE_CAMERA = ActRun(cameras={"top": (48, 64)})
 
