@@ -53,10 +53,11 @@ fi
 # environment layered over .venv: a .pth file puts .venv's site-packages (torch, numpy,
 # pytest) after its own, lerobot is installed without its pins, and beside it only the
 # modules that importing its policies, processors and factory pulls in (LeRobot's own
-# version ranges), with torchvision 0.26.0, the release built for torch 2.11.0. .venv is
-# left untouched.
+# version ranges; transformers and num2words for SmolVLA, as its `smolvla` extra has
+# them), with torchvision 0.26.0, the release built for torch 2.11.0. .venv is left
+# untouched.
 lr_venv="$root/.venv-lerobot"
-lr_stamp="$lr_venv/.setup-lerobot-v1"
+lr_stamp="$lr_venv/.setup-lerobot-v2"
 if [ ! -f "$lr_stamp" ]; then
   rm -rf "$lr_venv"
   "$venv/bin/python" -m venv "$lr_venv"
@@ -69,7 +70,8 @@ if [ ! -f "$lr_stamp" ]; then
     torchvision==0.26.0 'draccus==0.10.0' 'huggingface-hub>=0.34.2,<0.36' 'safetensors>=0.4.3,<1' \
     'einops>=0.8,<0.9' 'datasets>=4,<5' 'diffusers>=0.27.2,<0.36' 'accelerate>=1.10,<2' \
     'av>=15,<16' 'imageio>=2.34,<3' 'termcolor>=2.4,<4' 'deepdiff>=7.0.1,<9' \
-    'pyserial>=3.5,<4' 'gymnasium>=1.1.1,<2' 2>&1 | { grep -v '^lerobot 0.4.4 requires\|dependency resolver does not' || true; }
+    'pyserial>=3.5,<4' 'gymnasium>=1.1.1,<2' \
+    'transformers>=4.57.1,<5' 'num2words>=0.5.14,<0.6' 2>&1 | { grep -v '^lerobot 0.4.4 requires\|dependency resolver does not' || true; }
   # The layering must not have replaced the node's torch.
   "$lr_venv/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.11.0")'
   touch "$lr_stamp"
