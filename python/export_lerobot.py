@@ -826,8 +826,6 @@ def export(policy_dir: Path, opts: Options, check: bool = True, tolerance: float
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(module, str(opts.output))
     if inspect_case is not None:
-        if meta["kind"] != "chunk":
-            raise ExportError("an inspect case needs a chunk policy: the node draws a flow policy's noise itself")
         write_inspect_case(ckpt, meta, inspect_case, opts.output)
     figures = None
     if check:
@@ -1032,9 +1030,12 @@ def write_inspect_case(ckpt: Checkpoint, meta: dict, out_dir: Path, policy_file:
 
     Writes, in `out_dir`: one PNG per camera at the policy's input size (so that the node
     resizes nothing), `case.json` (the policy file, images, joints in `state_names`
-    order, LeRobot's chunk in action units, the tolerance) and `inspect.jsonl` (the same
-    case for `vla_controller inspect --batch`). The images are uniform noise: any pixel
-    the node moved, dropped or swapped changes the chunk. Returns case.json's content."""
+    order, the instruction, LeRobot's chunk in action units, the tolerance; for a flow
+    policy also the noise, [chunk_length][padded_action_dim], that LeRobot's sampling
+    started from: the node must integrate from the same noise to reproduce the chunk)
+    and `inspect.jsonl` (the same case for `vla_controller inspect --batch`). The images
+    are uniform noise: any pixel the node moved, dropped or swapped changes the chunk.
+    Returns case.json's content."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from vla_demo.png import write_png
 
@@ -1049,19 +1050,28 @@ def write_inspect_case(ckpt: Checkpoint, meta: dict, out_dir: Path, policy_file:
     # float32 values written as the exact decimal of the float32, so that the node's
     # f64 -> f32 conversion gives the very state LeRobot saw.
     state = rng.normal(size=len(meta["state_names"])).astype(np.float32)
-    chunk = lerobot_chunk(ckpt, lerobot_batch(ckpt, images, state))[0]
+    flow = meta["kind"] == "flow"
+    instruction = CHECK_TASKS[0] if meta["tokenizer"] is not None else ""
+    noise = None
+    if flow:
+        g = torch.Generator().manual_seed(seed)
+        noise = torch.randn(1, meta["chunk_length"], meta["flow"]["padded_action_dim"], generator=g)
+    batch = lerobot_batch(ckpt, images, state, task=instruction if meta["tokenizer"] is not None else None)
+    chunk = lerobot_chunk(ckpt, batch, noise=noise)[0]
     case = {
         "policy": os.path.relpath(Path(policy_file).resolve(), out_dir.resolve()),
         "images": files,
         "joints": [float(v) for v in state],
         "state_names": meta["state_names"],
         "action_names": meta["action_names"],
-        "instruction": "",
+        "instruction": instruction,
         "expected_actions": chunk.tolist(),
         "tolerance": 1e-4,
     }
+    if flow:
+        case["noise"] = noise[0].tolist()
     (out_dir / "case.json").write_text(json.dumps(case, indent=1) + "\n")
-    line = {"images": files, "joints": case["joints"], "instruction": "", "out": "out"}
+    line = {"images": files, "joints": case["joints"], "instruction": instruction, "out": "out"}
     (out_dir / "inspect.jsonl").write_text(json.dumps(line) + "\n")
     return case
 

@@ -18,6 +18,9 @@ As a program it writes the policies the node's own tests use (run it in .venv-le
     out/lerobot/act_two.pt            cameras "top" and "wrist", 48x64 each, MIN_MAX
                                       state and action normalization, strict sizes
     out/lerobot/act_two_case/
+    out/lerobot/smolvla.pt            kind flow: cameras "top" 48x64 and "wrist" 40x40,
+                                      tokenizer inside, 10 steps, x_t 10x32
+    out/lerobot/smolvla_case/         with the instruction and the noise LeRobot used
 """
 
 from __future__ import annotations
@@ -249,9 +252,11 @@ def make_node_fixtures(out: Path) -> dict:
     """The exported policies and inspect cases listed in this module's docstring."""
     out = Path(out)
     made = {}
-    for name, run, any_size in (("act_top", LIVE_TOP, True), ("act_two", TWO_CAMERAS, False)):
+    for name, run, any_size in (("act_top", LIVE_TOP, True), ("act_two", TWO_CAMERAS, False),
+                                ("smolvla", SmolVLARun(), False)):
         shutil.rmtree(out / f"{name}_run", ignore_errors=True)
-        trained = make_act_run(out / f"{name}_run", run)
+        make = make_smolvla_run if isinstance(run, SmolVLARun) else make_act_run
+        trained = make(out / f"{name}_run", run)
         opts = export_lerobot.Options(output=out / f"{name}.pt", resize="area", any_camera_size=any_size)
         made[name] = export_lerobot.export(trained.checkpoint, opts, inspect_case=out / f"{name}_case").metadata
     return made

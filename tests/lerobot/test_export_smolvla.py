@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "python"))
@@ -154,10 +155,27 @@ def test_flow_file_refuses_wrong_inputs_with_a_message(exported):
         m.velocity(torch.zeros(1, 10, 6), torch.ones(1), context)
 
 
-def test_what_cannot_be_exported_says_why(exported, tmp_path):
-    trained, _, _, _ = exported
-    with pytest.raises(ex.ExportError, match="needs a chunk policy: the node draws a flow policy's noise itself"):
-        ex.export(trained.checkpoint, ex.Options(output=tmp_path / "p.pt"), check=False, inspect_case=tmp_path / "c")
+def test_inspect_case_carries_instruction_noise_and_lerobots_chunk(exported, tmp_path):
+    """For a flow policy the case also holds the noise LeRobot's sampling started from:
+    integrated from it, the file gives the case's chunk."""
+    trained, ckpt, policy_file, result = exported
+    meta = result.metadata
+    case = ex.write_inspect_case(ckpt, meta, tmp_path / "case", policy_file)
+    assert case["instruction"] == ex.CHECK_TASKS[0]
+    noise = torch.tensor(case["noise"])[None]
+    assert noise.shape == (1, 10, 32)
+    images = {key: np.array(Image.open(tmp_path / "case" / f).convert("RGB"))
+              for key, f in zip(ckpt.image_keys, case["images"])}
+    state = np.array(case["joints"], np.float32)
+    ids, mask = ex.tokenize(torch.jit.load(str(policy_file)).tokenizer_json(), [case["instruction"]],
+                            meta["tokenizer"]["max_length"], meta["tokenizer"]["pad_id"])
+    (x0,) = ex.run_in_fresh_process(policy_file, [(*ex.as_batch(ckpt, [(images, state)]), ids, mask, noise)],
+                                    python=NODE_PYTHON, threads=1)
+    got = ex.flow_chunk(meta, x0)[0]
+    assert float((got - torch.tensor(case["expected_actions"])).abs().max()) <= case["tolerance"]
+
+
+def test_what_cannot_be_exported_says_why(tmp_path):
     pi0 = tmp_path / "pi0"
     pi0.mkdir()
     (pi0 / "config.json").write_text(json.dumps({"type": "pi0"}))
