@@ -851,9 +851,8 @@ def flow_module(ckpt: Checkpoint, meta: dict, heights: List[int], widths: List[i
 
     def example(batch: int, seed: int):
         images, state = _example_inputs(heights, widths, state_dim, batch, seed)
-        ids, mask = tokenize(text, ["pick up the red cube", "把红色方块放进盒子里", "open the drawer"][:batch] * batch,
-                             length, tok["pad_id"])
-        return images, state, ids[:batch], mask[:batch]
+        tasks = [CHECK_TASKS[i % len(CHECK_TASKS)] for i in range(batch)]
+        return (images, state, *tokenize(text, tasks, length, tok["pad_id"]))
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -79,34 +79,53 @@ class TrainedRun:
     run: ActRun
 
 
+def record_dataset(root: Path, repo_id: str, joint_names: list, cameras: dict, fps: int):
+    """A dataset's metadata as lerobot-record writes it for a robot with these joints and
+    cameras, and the policy features lerobot-train (make_policy) derives from it:
+    returns (dataset metadata, input features, output features)."""
+    from lerobot.configs.types import FeatureType
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.datasets.utils import combine_feature_dicts, dataset_to_policy_features, hw_to_dataset_features
+
+    hw_obs = {name: float for name in joint_names}
+    hw_obs.update({cam: (h, w, 3) for cam, (h, w) in cameras.items()})
+    features = combine_feature_dicts(
+        hw_to_dataset_features(hw_obs, "observation"),
+        hw_to_dataset_features({name: float for name in joint_names}, "action"),
+    )
+    meta = LeRobotDatasetMetadata.create(repo_id=repo_id, fps=fps, features=features, robot_type="so101_follower",
+                                         root=Path(root) / "dataset")
+    policy_features = dataset_to_policy_features(meta.features)
+    output_features = {k: f for k, f in policy_features.items() if f.type is FeatureType.ACTION}
+    input_features = {k: f for k, f in policy_features.items() if k not in output_features}
+    return meta, input_features, output_features
+
+
+def save_training_run(root: Path, meta, policy, preprocessor, postprocessor, run) -> TrainedRun:
+    """The checkpoint as lerobot-train's save_checkpoint writes it."""
+    from lerobot.configs.default import DatasetConfig
+    from lerobot.configs.train import TrainPipelineConfig
+
+    checkpoint = Path(root) / "train" / "checkpoints" / "last" / "pretrained_model"
+    policy.save_pretrained(checkpoint)
+    TrainPipelineConfig(dataset=DatasetConfig(repo_id=meta.repo_id, root=str(meta.root)), policy=policy.config) \
+        .save_pretrained(checkpoint)
+    preprocessor.save_pretrained(checkpoint)
+    postprocessor.save_pretrained(checkpoint)
+    return TrainedRun(Path(root), meta.root, checkpoint, run)
+
+
 def make_act_run(root: Path, run: ActRun) -> TrainedRun:
     """Writes a LeRobot dataset's metadata and an ACT checkpoint trained on it (random
     weights), the way LeRobot itself writes them."""
-    from lerobot.configs.default import DatasetConfig
-    from lerobot.configs.train import TrainPipelineConfig
-    from lerobot.configs.types import FeatureType, NormalizationMode
+    from lerobot.configs.types import NormalizationMode
     from lerobot.datasets.factory import IMAGENET_STATS
-    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
-    from lerobot.datasets.utils import combine_feature_dicts, dataset_to_policy_features, hw_to_dataset_features
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
     from lerobot.policies.act.processor_act import make_act_pre_post_processors
 
-    root = Path(root)
-    # lerobot-record: the robot's observation and action features become dataset features.
-    hw_obs = {name: float for name in run.joint_names}
-    hw_obs.update({cam: (h, w, 3) for cam, (h, w) in run.cameras.items()})
-    features = combine_feature_dicts(
-        hw_to_dataset_features(hw_obs, "observation"),
-        hw_to_dataset_features({name: float for name in run.joint_names}, "action"),
-    )
-    meta = LeRobotDatasetMetadata.create(repo_id="local/act_fixture", fps=run.fps, features=features,
-                                         robot_type="so101_follower", root=root / "dataset")
-
-    # lerobot-train (make_policy): policy features from the dataset's.
-    policy_features = dataset_to_policy_features(meta.features)
-    output_features = {k: f for k, f in policy_features.items() if f.type is FeatureType.ACTION}
-    input_features = {k: f for k, f in policy_features.items() if k not in output_features}
+    meta, input_features, output_features = record_dataset(root, "local/act_fixture", run.joint_names, run.cameras,
+                                                           run.fps)
     mode = NormalizationMode(run.state_action_norm)
     torch.manual_seed(run.seed)
     config = ACTConfig(
@@ -134,15 +153,7 @@ def make_act_run(root: Path, run: ActRun) -> TrainedRun:
     for cam in run.cameras:
         stats[f"observation.images.{cam}"] = {k: np.array(v, np.float32) for k, v in IMAGENET_STATS.items()}
     preprocessor, postprocessor = make_act_pre_post_processors(config, dataset_stats=stats)
-
-    # lerobot-train's save_checkpoint.
-    checkpoint = root / "train" / "checkpoints" / "last" / "pretrained_model"
-    policy.save_pretrained(checkpoint)
-    TrainPipelineConfig(dataset=DatasetConfig(repo_id=meta.repo_id, root=str(meta.root)), policy=config) \
-        .save_pretrained(checkpoint)
-    preprocessor.save_pretrained(checkpoint)
-    postprocessor.save_pretrained(checkpoint)
-    return TrainedRun(root, meta.root, checkpoint, run)
+    return save_training_run(root, meta, policy, preprocessor, postprocessor, run)
 
 
 def make_tiny_smolvlm(out: Path) -> Path:
@@ -199,28 +210,13 @@ class SmolVLARun:
 def make_smolvla_run(root: Path, run: SmolVLARun) -> TrainedRun:
     """A SmolVLA training run (random weights) on a tiny SmolVLM made here, saved as
     LeRobot saves one; the dataset's metadata beside it."""
-    from lerobot.configs.default import DatasetConfig
-    from lerobot.configs.train import TrainPipelineConfig
-    from lerobot.configs.types import FeatureType
-    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
-    from lerobot.datasets.utils import combine_feature_dicts, dataset_to_policy_features, hw_to_dataset_features
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
 
-    root = Path(root)
-    vlm = make_tiny_smolvlm(root / "smolvlm")
-    hw_obs = {name: float for name in run.joint_names}
-    hw_obs.update({cam: (h, w, 3) for cam, (h, w) in run.cameras.items()})
-    features = combine_feature_dicts(
-        hw_to_dataset_features(hw_obs, "observation"),
-        hw_to_dataset_features({name: float for name in run.joint_names}, "action"),
-    )
-    meta = LeRobotDatasetMetadata.create(repo_id="local/smolvla_fixture", fps=run.fps, features=features,
-                                         robot_type="so101_follower", root=root / "dataset")
-    policy_features = dataset_to_policy_features(meta.features)
-    output_features = {k: f for k, f in policy_features.items() if f.type is FeatureType.ACTION}
-    input_features = {k: f for k, f in policy_features.items() if k not in output_features}
+    vlm = make_tiny_smolvlm(Path(root) / "smolvlm")
+    meta, input_features, output_features = record_dataset(root, "local/smolvla_fixture", run.joint_names,
+                                                           run.cameras, run.fps)
     torch.manual_seed(run.seed)
     config = SmolVLAConfig(
         input_features=input_features, output_features=output_features, device="cpu",
@@ -234,13 +230,7 @@ def make_smolvla_run(root: Path, run: SmolVLARun) -> TrainedRun:
     stats = {key: {"mean": rng.uniform(-30, 30, n).astype(np.float32), "std": rng.uniform(5, 20, n).astype(np.float32)}
              for key in ("observation.state", "action")}
     preprocessor, postprocessor = make_smolvla_pre_post_processors(config, dataset_stats=stats)
-    checkpoint = root / "train" / "checkpoints" / "last" / "pretrained_model"
-    policy.save_pretrained(checkpoint)
-    TrainPipelineConfig(dataset=DatasetConfig(repo_id=meta.repo_id, root=str(meta.root)), policy=config) \
-        .save_pretrained(checkpoint)
-    preprocessor.save_pretrained(checkpoint)
-    postprocessor.save_pretrained(checkpoint)
-    return TrainedRun(root, meta.root, checkpoint, run)
+    return save_training_run(root, meta, policy, preprocessor, postprocessor, run)
 
 
 # The policies the node's tests run.
