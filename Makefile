@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-core test-unit test-ros demo bench bench-e2e bench-sweep clean
+.PHONY: setup build test test-core test-unit test-ros test-lerobot demo bench bench-e2e bench-sweep clean
 
 setup:
 	scripts/setup.sh
@@ -17,6 +17,7 @@ build: setup
 test: build test-core
 	$(ENV) cargo test --release
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
+	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
 
 # The core's tests need neither the ROS prefix nor libtorch (no environment sourced).
 test-core:
@@ -28,6 +29,10 @@ test-unit: setup
 
 test-ros: build
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
+
+# The LeRobot export (python/export_lerobot.py) against LeRobot itself, in its own environment.
+test-lerobot: build
+	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
 
 demo: build
 	$(ENV) python scripts/demo.py
