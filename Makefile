@@ -30,7 +30,7 @@ test-unit: setup
 test-ros: build
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
 
-# The LeRobot export (python/export_lerobot.py) against LeRobot itself, in its own environment.
+# The LeRobot export (python -m vla_export.lerobot) against LeRobot itself, in its own environment.
 test-lerobot: build
 	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
 

@@ -35,9 +35,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
 
-import export_lerobot  # noqa: E402
+from vla_export import lerobot as export_lerobot  # noqa: E402
 
 # The node's own environment: torch 2.11 without LeRobot.
 NODE_PYTHON = str(ROOT / ".venv" / "bin" / "python")

@@ -1,4 +1,4 @@
-"""python/export_lerobot.py on LeRobot's own ACTPolicy: the exported file, loaded with
+"""vla_export.lerobot (python -m vla_export.lerobot) on LeRobot's own ACTPolicy: the exported file, loaded with
 torch.jit.load in a process that has no LeRobot, gives the chunk of LeRobot's own
 pipeline (preprocessor, predict_action_chunk, postprocessor) within 1e-4, for one and
 for two cameras; its metadata is what the node needs; what it cannot export it refuses
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,13 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:
     import lerobot  # noqa: F401
 except ImportError as e:  # a clear word instead of a skip: these tests must run
     raise ImportError("tests/lerobot need LeRobot: run them with .venv-lerobot/bin/python (scripts/setup.sh)") from e
 
-import export_lerobot as ex  # noqa: E402
+from vla_export import lerobot as ex  # noqa: E402
 from fixtures import NODE_PYTHON, SO101_JOINTS, TOLERANCE, TWO_CAMERAS, ActRun, make_act_run  # noqa: E402
 
 BIN = ROOT / "target" / "release" / "vla_controller"

@@ -1,4 +1,4 @@
-"""python/export_lerobot.py on LeRobot's own SmolVLAPolicy, built here on a tiny SmolVLM
+"""vla_export.lerobot (python -m vla_export.lerobot) on LeRobot's own SmolVLAPolicy, built here on a tiny SmolVLM
 made locally (random weights: no hub): the file's `encode` and `velocity`, integrated as
 the contract says (`kind: flow`) in a process without LeRobot, give the chunk of
 LeRobot's own sampling under the same noise, with instructions tokenized by the file's
@@ -7,7 +7,6 @@ own tokenizer. Runs in .venv-lerobot (scripts/setup.sh)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,8 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import export_lerobot as ex  # noqa: E402
+from vla_export import lerobot as ex  # noqa: E402
 from fixtures import NODE_PYTHON, SO101_JOINTS, TOLERANCE, SmolVLARun, make_smolvla_run  # noqa: E402
 
 TASKS = ["pick up the red cube", "把蓝色圆柱体放到托盘右侧", "stack the green cube on the yellow cube please now 🙂"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export a LeRobot policy to a policy file the node runs (docs/POLICY_CONTRACT.md, v2).
 
-    python python/export_lerobot.py outputs/train/act_so101/checkpoints/last/pretrained_model \\
+    python -m vla_export.lerobot outputs/train/act_so101/checkpoints/last/pretrained_model \\
         -o act_so101.pt
 
 Reads the policy directory exactly as LeRobot 0.4.x saves it (`config.json`,
@@ -1035,7 +1035,6 @@ def write_inspect_case(ckpt: Checkpoint, meta: dict, out_dir: Path, policy_file:
     and `inspect.jsonl` (the same case for `vla_controller inspect --batch`). The images
     are uniform noise: any pixel the node moved, dropped or swapped changes the chunk.
     Returns case.json's content."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from vla_demo.png import write_png
 
     rng = np.random.default_rng(seed)
