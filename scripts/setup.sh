@@ -10,7 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v5"
+stamp="$venv/.setup-v7"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -33,13 +33,15 @@ install_package() {
 if [ ! -f "$stamp" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip >/dev/null
-  # Only the ROS packages the node and the test peers use.
+  # Only the ROS packages the node and the test peers use; tokenizers (the Python twin
+  # of the Rust crate the node reads tokenizer.json with) for the tokenizer parity test.
   "$venv/bin/pip" install -q \
     ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp \
     ros-kilted-std-msgs ros-kilted-sensor-msgs ros-kilted-trajectory-msgs \
     ros-kilted-diagnostic-msgs ros-kilted-rosgraph-msgs ros-kilted-builtin-interfaces \
     ros-kilted-rcl-interfaces \
-    torch==2.11.0 numpy pytest rosbags
+    torch==2.11.0 numpy pytest rosbags \
+    tokenizers==0.22.2
   # rosidl and ament CMake, to build the interface package in msg/ (scripts/build_msgs.sh).
   "$venv/bin/pip" install -q \
     ros-kilted-ament-cmake ros-kilted-ament-package catkin-pkg ros-kilted-ament-cmake-ros-core \

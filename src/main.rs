@@ -4,14 +4,15 @@
 //! - `vla_controller --ros-args --params-file config/controller.yaml`: the node;
 //! - `vla_controller inspect ...`: explanations of one input without a robot;
 //! - `vla_controller replay INPUT -o OUTPUT`: a recorded bag through the pipeline;
-//! - `vla_controller compare NEW OLD`: two replay outputs against each other.
+//! - `vla_controller compare NEW OLD`: two replay outputs against each other;
+//! - `vla_controller tokenize --policy P`: instructions (JSON lines) as the policy reads them.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use vla_controller::cli::{compare, inspect, replay};
+use vla_controller::cli::{compare, inspect, replay, tokenize};
 use vla_controller::core::config::Config;
 use vla_controller::policy::{self, CheckAgainst};
 use vla_controller::ros::{self, RosNode};
@@ -37,9 +38,17 @@ struct Compare {
     args: compare::CompareArgs,
 }
 
+#[derive(Parser)]
+#[command(name = "vla_controller tokenize", about = "Instructions, one JSON string a line, as the policy's tokenizer reads them")]
+struct Tokenize {
+    #[command(flatten)]
+    args: tokenize::TokenizeArgs,
+}
+
 const USAGE: &str = "vla_controller: ROS 2 node running a vision-language-action policy\n\n\
      usage:\n  vla_controller --ros-args --params-file config/controller.yaml [-r from:=to] [-p name:=value]\n  \
-     vla_controller inspect --help\n  vla_controller replay --help\n  vla_controller compare --help";
+     vla_controller inspect --help\n  vla_controller replay --help\n  vla_controller compare --help\n  \
+     vla_controller tokenize --help";
 
 fn main() -> ExitCode {
     vla_controller::memory::keep_freed_memory();
@@ -59,6 +68,7 @@ fn main() -> ExitCode {
             .and_then(|clean| if clean { Ok(()) } else { Err(anyhow::anyhow!("replay finished with the errors above")) }),
         Some("compare") => compare::run(Compare::parse_from(args()).args)
             .and_then(|within| if within { Ok(()) } else { Err(anyhow::anyhow!("commands differ beyond the tolerance")) }),
+        Some("tokenize") => tokenize::run(Tokenize::parse_from(args()).args),
         Some("--help" | "-h") => {
             println!("{USAGE}");
             Ok(())

@@ -21,10 +21,13 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 
 from . import scene as sc
+from .node_process import wait_for
 
 LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
@@ -55,18 +58,23 @@ def set_stamp(msg, t_ns: int) -> None:
 
 
 class ScenePublisher:
-    """Publishes one scene's three camera images at `rate_hz` and an instruction."""
+    """Publishes one scene's camera images at `rate_hz` and an instruction: the three
+    cameras at 640x480 by default, or the `cameras` named, each at its `sizes` entry
+    (width, height) where it has one."""
 
     def __init__(self, node: Node, scene: sc.Scene, rate_hz: float = 30.0, jitter_s: float = 0.004,
-                 prefix: str = "", seed: int = 0, encoding: str = "rgb8"):
+                 prefix: str = "", seed: int = 0, encoding: str = "rgb8",
+                 cameras: tuple[str, ...] = sc.CAMERA_NAMES, sizes: dict[str, tuple[int, int]] | None = None):
         self.node = node
         self.rng = np.random.default_rng(seed)
         self.jitter_ns = int(jitter_s * 1e9)
         self.silent: set[str] = set()
-        self.sent = {name: 0 for name in sc.CAMERA_NAMES}
+        self.cameras = tuple(cameras)
+        self.sizes = dict(sizes or {})
+        self.sent = {name: 0 for name in self.cameras}
         self.pubs = {
             name: node.create_publisher(Image, f"{prefix}camera/{name}/image_raw", RELIABLE)
-            for name in sc.CAMERA_NAMES
+            for name in self.cameras
         }
         self.instruction_pub = node.create_publisher(String, f"{prefix}instruction", LATCHED)
         self.encoding = encoding
@@ -75,8 +83,8 @@ class ScenePublisher:
 
     def set_scene(self, scene: sc.Scene) -> None:
         self.scene = scene
-        self.msgs = {name: image_msg(sc.render(scene, name), f"camera_{name}", self.encoding)
-                     for name in sc.CAMERA_NAMES}
+        self.msgs = {name: image_msg(sc.render(scene, name, *self.sizes.get(name, (640, 480))), f"camera_{name}", self.encoding)
+                     for name in self.cameras}
 
     def instruct(self, text: str) -> None:
         self.instruction_pub.publish(String(data=text))
@@ -237,13 +245,29 @@ def diag_value(peers, key):
     return next((kv.value for kv in st.values if kv.key == key), None) if st else None
 
 
-def setup_graph(peers, s, text, prefix=""):
-    """Cameras showing scene `s`, a simulated arm at START, the recorder on the node's
-    commands, and instruction `text` (unless None)."""
-    cams = ScenePublisher(peers.node, s, prefix=prefix)
+def setup_graph(peers, s, text, prefix="", **cameras):
+    """Cameras showing scene `s` (`cameras` as ScenePublisher takes them), a simulated
+    arm at START, the recorder on the node's commands, and instruction `text` (unless
+    None)."""
+    cams = ScenePublisher(peers.node, s, prefix=prefix, **cameras)
     arm = SimArm(peers.node, START, prefix=prefix)
     peers.recorder.attach(peers.node, f"{prefix}joint_commands")
     peers.start()
     if text is not None:
         cams.instruct(text)
     return cams, arm
+
+
+def set_param(node, name, value, node_name: str = "/vla_controller"):
+    """Sets parameter `name` of the node through its parameter service; the result
+    (successful, reason)."""
+    client = node.create_client(SetParameters, f"{node_name}/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+    v = ParameterValue()
+    if isinstance(value, str):
+        v.type, v.string_value = ParameterType.PARAMETER_STRING, value
+    else:
+        v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, float(value)
+    fut = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=v)]))
+    wait_for(fut.done, 10, f"set_parameters {name}")
+    return fut.result().results[0]

@@ -25,8 +25,9 @@ pub struct InspectArgs {
     /// The policy's state (its state_names order: for most policies the joint positions), comma-separated.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',', required_unless_present = "batch")]
     pub joints: Vec<f64>,
-    /// The instruction, in any language the policy knows.
-    #[arg(long, required_unless_present = "batch")]
+    /// The instruction, in any language the policy knows (none for a policy without
+    /// language).
+    #[arg(long)]
     pub instruction: Option<String>,
     /// Output folder.
     #[arg(short, long, default_value = "out/inspect")]
@@ -49,12 +50,17 @@ pub struct InspectArgs {
     pub alpha: f64,
     #[arg(long, default_value_t = Config::default().occlusion_batch)]
     pub occlusion_batch: usize,
+    /// Also write what the policy sees: each camera's image at the policy's input size,
+    /// as `input_<camera>.png`.
+    #[arg(long)]
+    pub save_inputs: bool,
 }
 
 #[derive(Debug, Deserialize)]
 struct Case {
     images: Vec<PathBuf>,
     joints: Vec<f64>,
+    #[serde(default)]
     instruction: String,
     out: PathBuf,
 }
@@ -120,12 +126,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let settings = Settings::from_config(&cfg);
     let policy = policy::load(&cfg, CheckAgainst::ContractOnly)?;
     for case in &args.cases()? {
-        inspect_one(&policy, case, &settings)?;
+        inspect_one(&policy, case, &settings, args.save_inputs)?;
     }
     Ok(())
 }
 
-fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> anyhow::Result<()> {
+fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings, save_inputs: bool) -> anyhow::Result<()> {
     let m = policy.meta();
     let camera_names = m.camera_names();
     if case.images.len() != camera_names.len() {
@@ -143,9 +149,10 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> a
         images.extend_from_slice(&buf);
     }
     let tokens = match policy.tokenizer() {
+        Some(_) if case.instruction.trim().is_empty() => bail!("the policy takes an instruction: give --instruction"),
         Some(t) => t.encode(case.instruction.trim()),
         None if case.instruction.trim().is_empty() => Default::default(),
-        None => bail!("the policy takes no instruction; give --instruction \"\""),
+        None => bail!("the policy takes no instruction (give none)"),
     };
     let obs = Observation {
         stamp: 0,
@@ -166,6 +173,18 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> a
 
     std::fs::create_dir_all(&case.out).with_context(|| format!("creating {}", case.out.display()))?;
     let mut written = Vec::new();
+    if save_inputs {
+        let mut offset = 0;
+        for c in &m.cameras {
+            let rgb = obs.images[offset..offset + c.input_len()].to_vec();
+            offset += c.input_len();
+            // input_len is width x height x 3: the buffer fits.
+            let img = image::RgbImage::from_raw(c.width as u32, c.height as u32, rgb).expect("w x h x 3 bytes");
+            let p = case.out.join(format!("input_{}.png", c.name));
+            img.save(&p).with_context(|| format!("writing {}", p.display()))?;
+            written.push(p);
+        }
+    }
     for (name, overlay) in camera_names.iter().zip(&e.overlays) {
         let p = case.out.join(format!("overlay_{name}.png"));
         overlay.save(&p).with_context(|| format!("writing {}", p.display()))?;
@@ -187,6 +206,8 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings) -> a
         "action_mode": format!("{:?}", m.action_mode).to_lowercase(),
         "actions": output.actions,
         "tokens": e.tokens,
+        "token_ids": obs.tokens.ids,
+        "token_mask": obs.tokens.mask,
         "token_weights": e.token_weights,
         "attention_threshold": settings.threshold,
         "method": e.method.to_string(),

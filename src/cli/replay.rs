@@ -27,7 +27,7 @@ use crate::core::stats;
 use crate::core::topics::{absolute, Input, InputNames};
 use crate::driver::{Driver, Output};
 use crate::explain::{Explanation, Settings};
-use crate::policy::{self, CheckAgainst, PolicyOutput};
+use crate::policy::{self, CheckAgainst, PolicyOutput, PolicyRunner};
 use crate::ros::msgs;
 
 #[derive(Debug, clap::Args)]
@@ -68,9 +68,11 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn new(cfg: &Config, remaps: &[String]) -> anyhow::Result<Inputs> {
+    /// The inputs of `cfg`'s node; `language`: whether its policy takes an instruction.
+    fn new(cfg: &Config, remaps: &[String], language: bool) -> anyhow::Result<Inputs> {
         let names = InputNames::new(&cfg.camera_names);
-        let topics: Vec<(String, Input)> = names.subscribed().map(|(i, t)| (absolute(t), i)).collect();
+        let topics: Vec<(String, Input)> =
+            names.subscribed().filter(|(i, _)| language || *i != Input::Instruction).map(|(i, t)| (absolute(t), i)).collect();
         let mut remap = BTreeMap::new();
         for r in remaps {
             let (from, to) = r.split_once(":=").with_context(|| format!("--remap {r}: expected FROM:=TO"))?;
@@ -305,7 +307,7 @@ pub fn load_config(params_file: &std::path::Path, overrides: &[String]) -> anyho
 pub fn run(args: ReplayArgs) -> anyhow::Result<bool> {
     let cfg = load_config(&args.params_file, &args.params)?;
     let policy = Arc::new(policy::load(&cfg, CheckAgainst::Config)?);
-    let inputs = Inputs::new(&cfg, &args.remaps)?;
+    let inputs = Inputs::new(&cfg, &args.remaps, policy.tokenizer().is_some())?;
     let mut reader = BagReader::open(&args.input)?;
     let driver = Driver::new(&cfg, policy, &Driver::default_node_name());
     let mut replay = Replay {

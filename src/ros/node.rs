@@ -152,6 +152,7 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
     let _enter = rt.enter();
 
     let driver = Driver::new(&cfg, policy, &node.fully_qualified_name()?);
+    let live = LiveConfig::new(cfg.clone(), driver.policy().meta().clone());
     let shared = Shared {
         pipe: Arc::new(driver.pipeline(&cfg)),
         driver: Arc::new(driver),
@@ -159,7 +160,7 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
         publishers: Publishers::new(&mut node, &cfg)?,
         observations: Arc::new(LatestSlot::new()),
         explanations: Arc::new(LatestSlot::new()),
-        live: Arc::new(Mutex::new(LiveConfig(cfg.clone()))),
+        live: Arc::new(Mutex::new(live)),
         running: Arc::new(AtomicBool::new(true)),
     };
     serve_parameters(&mut node, &rt, &shared.live)?;
@@ -290,7 +291,7 @@ fn spawn_explainer(shared: &Shared) -> std::io::Result<JoinHandle<()>> {
     spawn_with_priority("explain", 0, move || {
         while let Some((obs, out)) = s.explanations.take() {
             let (settings, rate) = {
-                let c = &lock_live(&s.live).0;
+                let c = &lock_live(&s.live).cfg;
                 (Settings::from_config(c), c.explain_rate_hz)
             };
             let t0 = Instant::now();

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use r2r::ParameterValue;
 
 use crate::core::config::{Config, ParamValue, Params};
+use crate::core::contract::PolicyMeta;
 
 /// Every parameter the node was started with (parameters files, `-p`), as plain values.
 pub fn read(node: &r2r::Node) -> Params {
@@ -58,7 +59,26 @@ fn from_param_value(v: ParamValue) -> ParameterValue {
 /// The configuration as the parameter services see it: reads return what is in effect,
 /// writes are validated like start-up values and accepted only for parameters that take
 /// effect while running (the others are refused with the reason).
-pub struct LiveConfig(pub Config);
+pub struct LiveConfig {
+    pub cfg: Config,
+    /// The policy's description: a change is refused when the policy cannot follow it
+    /// (policy_attention of a policy without patch maps).
+    meta: PolicyMeta,
+}
+
+impl LiveConfig {
+    pub fn new(cfg: Config, meta: PolicyMeta) -> Self {
+        LiveConfig { cfg, meta }
+    }
+
+    /// The configuration after changing `name` to `value`, or why not.
+    fn changed(&self, name: &str, value: &ParameterValue) -> Result<Config, String> {
+        let v = to_param_value(value).ok_or("unsupported value type")?;
+        let cfg = self.cfg.with_runtime_change(name, &v).map_err(|e| e.to_string())?;
+        self.meta.explainable(cfg.explanation_method)?;
+        Ok(cfg)
+    }
+}
 
 impl r2r::RosParams for LiveConfig {
     fn register_parameters(
@@ -71,7 +91,7 @@ impl r2r::RosParams for LiveConfig {
     }
 
     fn get_parameter(&mut self, name: &str) -> r2r::Result<ParameterValue> {
-        self.0
+        self.cfg
             .to_params()
             .remove(name)
             .map(from_param_value)
@@ -79,16 +99,12 @@ impl r2r::RosParams for LiveConfig {
     }
 
     fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
-        self.check_parameter(name, value)?;
-        let v = to_param_value(value).expect("checked");
-        self.0 = self.0.with_runtime_change(name, &v).expect("checked");
+        self.cfg = self.changed(name, value).map_err(|msg| r2r::Error::ParameterValueConv { name: name.to_owned(), msg })?;
         Ok(())
     }
 
     fn check_parameter(&self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
-        let conv = |msg: String| r2r::Error::ParameterValueConv { name: name.to_owned(), msg };
-        let v = to_param_value(value).ok_or_else(|| conv("unsupported value type".into()))?;
-        self.0.with_runtime_change(name, &v).map(|_| ()).map_err(|e| conv(e.to_string()))
+        self.changed(name, value).map(|_| ()).map_err(|msg| r2r::Error::ParameterValueConv { name: name.to_owned(), msg })
     }
 }
 
