@@ -277,7 +277,6 @@ def test_inspect_case_is_lerobots_chunk_of_its_pngs(exported, tmp_path):
     assert line == {"images": case["images"], "joints": case["joints"], "instruction": "", "out": "out"}
 
 
-@pytest.mark.skip(reason="vla_controller inspect does not read contract v2 files yet; remove this mark when it does")
 def test_node_inspect_reproduces_lerobot_chunk(exported, tmp_path):
     """The node's own libtorch path (tch): `vla_controller inspect` on the case's PNGs
     and joints gives LeRobot's chunk within 1e-4."""

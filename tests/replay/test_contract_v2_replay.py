@@ -18,7 +18,7 @@ from vla_demo.node_process import BIN, ROOT
 
 SCENE = sc.sample_scene(np.random.default_rng(7), 4)
 POLICY_NAMES = [f"arm/{n}" for n in sc.JOINT_NAMES]
-NAME_MAP = ",".join(f"{robot}:{policy}" for robot, policy in zip(sc.JOINT_NAMES, POLICY_NAMES))
+NAME_MAP = ",".join(f"'{robot}:{policy}'" for robot, policy in zip(sc.JOINT_NAMES, POLICY_NAMES))
 # Small enough to pass the step limit in one tick, different per joint.
 DELTA = [0.01, -0.02, 0.03, -0.01, 0.02, 0.005]
 
