@@ -11,13 +11,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::core::config::{CommandType, Config};
+use crate::core::contract::PolicyKind;
 use crate::core::inputs::{CameraImage, ImageDecoder};
 use crate::core::pipeline::{ControlState, Events, Observation, Pipeline};
 use crate::core::stats::{self, SharedStats, Stats};
 use crate::core::topics::{InputNames, NODE_NAME};
 use crate::error::Result;
 use crate::explain::{self, Explanation, Settings};
-use crate::policy::{PolicyOutput, PolicyRunner};
+use crate::policy::flow::Inpainting;
+use crate::policy::{Batch, BatchTokens, PolicyOutput, PolicyRunner, Priority};
 
 /// What the node sends out, as plain values; `crate::ros::msgs` turns them into messages.
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct Driver {
     command_type: CommandType,
     period_ns: i64,
     dry_run: bool,
+    /// Real-time chunking's largest guidance weight.
+    max_guidance_weight: f64,
     status_name: String,
     stats: SharedStats,
 }
@@ -89,6 +93,7 @@ impl Driver {
             command_type: cfg.command_type,
             period_ns: cfg.control_period_ns(),
             dry_run: cfg.dry_run,
+            max_guidance_weight: cfg.rtc_max_guidance_weight,
             status_name: format!("{node_name}: pipeline"),
             stats: SharedStats::default(),
         }
@@ -144,12 +149,40 @@ impl Driver {
         self.count(&mut events);
     }
 
+    /// Whether to infer `obs` now (real-time chunking waits for its execution horizon,
+    /// counted); prepares what of the running chunk the inference keeps.
+    pub fn prepare(&self, pipe: &Mutex<Pipeline>, obs: &mut Observation) -> bool {
+        let mut events = Events::new();
+        let infer = lock(pipe).prepare(obs, &mut events);
+        self.count(&mut events);
+        infer
+    }
+
     /// One inference on the control path, timed and counted; a flow-matching policy
-    /// starts from noise seeded with the camera set's stamp. A chunk with a non-finite
-    /// action is an error, whatever the runner.
+    /// starts from noise seeded with the camera set's stamp (and, with real-time
+    /// chunking, is steered towards the running chunk). A chunk with a non-finite action
+    /// is an error, whatever the runner.
     pub fn infer(&self, obs: &Observation) -> Result<PolicyOutput> {
         let t0 = Instant::now();
-        let result = self.policy.infer(&obs.images, &obs.state, &obs.tokens, obs.stamp as u64).and_then(PolicyOutput::finite);
+        let inpainting = match (self.policy.meta().kind, &obs.inpaint) {
+            (PolicyKind::Flow(spec), Some(inpaint)) if !inpaint.prefix.is_empty() => {
+                Some(Inpainting::new(self.policy.meta(), spec, inpaint, self.max_guidance_weight))
+            }
+            _ => None,
+        };
+        let batch = Batch {
+            images: &obs.images,
+            size: 1,
+            state: &obs.state,
+            tokens: BatchTokens::Shared(&obs.tokens),
+            seed: obs.stamp as u64,
+            inpainting: inpainting.as_ref(),
+        };
+        let result = self
+            .policy
+            .infer_batch(&batch, Priority::Control)
+            .and_then(|mut out| out.pop().ok_or_else(|| crate::Error::Inference("no output for a batch of one".into())))
+            .and_then(PolicyOutput::finite);
         match &result {
             Ok(_) => self.stats_mut().inferred(t0.elapsed().as_secs_f64() * 1e3),
             Err(e) => self.stats_mut().inference_failed(&e.to_string()),
@@ -157,12 +190,12 @@ impl Driver {
         result
     }
 
-    /// Hands an inference's result to the pipeline: the chunk, or the failure (the node
-    /// holds until the next good chunk).
-    pub fn apply(&self, pipe: &Mutex<Pipeline>, obs: &Observation, result: &Result<PolicyOutput>) {
+    /// Hands an inference's result to the pipeline at `now`: the chunk, or the failure
+    /// (the node holds until the next good chunk).
+    pub fn apply(&self, pipe: &Mutex<Pipeline>, obs: &Observation, result: &Result<PolicyOutput>, now: i64) {
         let mut events = Events::new();
         match result {
-            Ok(out) => lock(pipe).on_chunk(obs, &out.actions, &mut events),
+            Ok(out) => lock(pipe).on_chunk(obs, &out.actions, now, &mut events),
             Err(e) => lock(pipe).on_policy_error(&e.to_string()),
         }
         self.count(&mut events);
@@ -300,9 +333,12 @@ mod tests {
             let mut inferred = Vec::new();
             self.driver.joint_state(&self.pipe, t, t, &["a".into(), "b".into()], &[0.0, 0.0]);
             for cam in 0..2 {
-                for obs in self.driver.image(&self.pipe, cam, image(cam, t), t) {
+                for mut obs in self.driver.image(&self.pipe, cam, image(cam, t), t) {
+                    if !self.driver.prepare(&self.pipe, &mut obs) {
+                        continue;
+                    }
                     let result = self.driver.infer(&obs);
-                    self.driver.apply(&self.pipe, &obs, &result);
+                    self.driver.apply(&self.pipe, &obs, &result, t);
                     if let Ok(out) = result {
                         inferred.push((obs, out));
                     }
@@ -377,5 +413,40 @@ mod tests {
             assert!(matches!(lock(&rig.pipe).state(), ControlState::PolicyFault(_)), "{fault:?}");
             assert!(stats::lock(rig.driver.stats()).inference_errors > 0);
         }
+    }
+
+    #[test]
+    fn real_time_chunking_waits_for_the_horizon_and_keeps_the_running_chunk() {
+        // The fake policy as a flow-matching one: its chunk ramps over 5 actions.
+        let json = r#"{"contract_version": 2, "name": "fake flow", "kind": "flow",
+            "cameras": [{"name": "main", "width": 16, "height": 12}, {"name": "side", "width": 16, "height": 12}],
+            "state_names": ["a", "b"], "action_names": ["a", "b"], "action_mode": "absolute", "chunk_length": 5,
+            "control_rate_hz": 100.0, "tokenizer": null, "patch_grid": [3, 4],
+            "flow": {"num_steps": 10, "time": "noise_at_one", "guidance": "autograd"},
+            "normalization": {"state_mean": [0, 0], "state_std": [1, 1], "action_mean": [0, 0], "action_std": [1, 1]}}"#;
+        let meta = PolicyMeta::parse(json).unwrap();
+        let rtc = Smoothing::Rtc { execution_horizon: 2, max_guidance_weight: 5.0, fixed_delay: 1 };
+        let cfg = config().with_smoothing(rtc);
+        assert!(meta.differences(&cfg).is_empty(), "{:?}", meta.differences(&cfg));
+        let driver = Driver::new(&cfg, Arc::new(FakePolicy::new(meta).unwrap()), "/test");
+        let rig = Rig { pipe: driver.pipeline(&cfg), driver };
+        let mut outputs = Vec::new();
+        let mut inferred = Vec::new();
+        for k in 0..30 {
+            inferred.extend(rig.step(k * 10 * MS, &mut outputs));
+        }
+        let st = stats::lock(rig.driver.stats());
+        assert!(st.rtc_waits > 0 && st.inferences as usize == inferred.len() && st.observations > st.inferences, "{st:?}");
+        assert_eq!(st.inference_errors, 0);
+        drop(st);
+        // Each chunk after the first starts with the running chunk's action for its
+        // first tick, exactly (the frozen prefix of one tick).
+        for w in inferred.windows(2) {
+            let ((o1, c1), (o2, c2)) = (&w[0], &w[1]);
+            let offset = ((o2.arrival - o1.arrival) / (10 * MS)) as usize;
+            assert!(o2.inpaint.as_ref().is_some_and(|i| i.delay == 1 && !i.prefix.is_empty()));
+            assert_eq!(c2.actions[0], c1.actions[offset], "chunk seam");
+        }
+        assert!(outputs.iter().any(|o| matches!(o, Output::Command { .. })));
     }
 }

@@ -40,7 +40,7 @@ fn demo_policy_matches_the_default_config_and_the_contract() {
     // Deterministic, and batched inference agrees with single inference.
     assert_eq!(p.infer(&images, &state, &tokens, 0).unwrap(), out);
     let twice = [images.clone(), images.clone()].concat();
-    let batch = Batch { images: &twice, size: 2, state: &state, tokens: BatchTokens::Shared(&tokens), seed: 0 };
+    let batch = Batch { images: &twice, size: 2, state: &state, tokens: BatchTokens::Shared(&tokens), seed: 0, inpainting: None };
     let batch = p.infer_batch(&batch, Priority::Control).unwrap();
     for b in &batch {
         for (x, y) in b.actions.iter().flatten().zip(out.actions.iter().flatten()) {

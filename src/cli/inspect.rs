@@ -163,6 +163,7 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings, save
         tokens: Arc::new(tokens),
         instruction_seq: 1,
         cameras,
+        inpaint: None,
     };
     let t0 = Instant::now();
     let output = policy.infer(&obs.images, &obs.state, &obs.tokens, obs.stamp as u64)?;

@@ -203,9 +203,14 @@ impl Replay {
         self.write(t, output)
     }
 
-    fn infer(&mut self, obs: Observation) {
+    /// Infers `obs` (unless real-time chunking waits) and applies its chunk at the time
+    /// of its inputs.
+    fn infer(&mut self, mut obs: Observation) {
+        if !self.driver.prepare(&self.pipe, &mut obs) {
+            return;
+        }
         let result = self.driver.infer(&obs);
-        self.driver.apply(&self.pipe, &obs, &result);
+        self.driver.apply(&self.pipe, &obs, &result, obs.arrival);
         if let Ok(out) = result {
             self.pending_explanation = Some((obs, out));
         }

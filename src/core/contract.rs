@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::core::config::{Config, Method};
+use crate::core::config::{Config, Method, SmoothingKind};
 use crate::core::inputs::tokenizer::{CharSpec, TokenizerSpec};
 use crate::core::joint_map::JointMap;
 
@@ -262,6 +262,9 @@ impl PolicyMeta {
         }
         if let Err(e) = self.explainable(cfg.explanation_method) {
             d.push(e);
+        }
+        if cfg.smoothing == SmoothingKind::Rtc && !matches!(self.kind, PolicyKind::Flow(_)) {
+            d.push("smoothing rtc (real-time chunking) needs a flow-matching policy (kind flow)".into());
         }
         d
     }

@@ -85,11 +85,42 @@ impl JointMap {
     /// A chunk of the policy's actions as absolute commands in `joint_names` order;
     /// `state` is the policy state the chunk was computed from.
     pub fn commands(&self, actions: &[Vec<f64>], state: &[f64]) -> Vec<Vec<f64>> {
+        self.to_commands(&self.absolute(actions, state))
+    }
+
+    /// A chunk of the policy's actions made absolute (delta actions added to the state
+    /// of their name), still in the policy's action order.
+    pub fn absolute(&self, actions: &[Vec<f64>], state: &[f64]) -> Vec<Vec<f64>> {
+        let Some(base) = &self.delta_base else { return actions.to_vec() };
         actions
             .iter()
-            .map(|a| match &self.delta_base {
-                None => self.action.iter().map(|&i| a[i]).collect(),
-                Some(base) => self.action.iter().zip(base).map(|(&i, &b)| a[i] + state[b]).collect(),
+            .map(|a| {
+                let mut abs = a.clone();
+                for (&i, &b) in self.action.iter().zip(base) {
+                    abs[i] = a[i] + state[b];
+                }
+                abs
+            })
+            .collect()
+    }
+
+    /// Absolute actions in the policy's order as commands in `joint_names` order.
+    pub fn to_commands(&self, absolute: &[Vec<f64>]) -> Vec<Vec<f64>> {
+        absolute.iter().map(|a| self.action.iter().map(|&i| a[i]).collect()).collect()
+    }
+
+    /// Absolute actions in the policy's order as the policy's own actions (delta ones
+    /// taken back from `state`).
+    pub fn relative(&self, absolute: &[Vec<f64>], state: &[f64]) -> Vec<Vec<f64>> {
+        let Some(base) = &self.delta_base else { return absolute.to_vec() };
+        absolute
+            .iter()
+            .map(|a| {
+                let mut rel = a.clone();
+                for (&i, &b) in self.action.iter().zip(base) {
+                    rel[i] = a[i] - state[b];
+                }
+                rel
             })
             .collect()
     }

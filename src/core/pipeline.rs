@@ -11,7 +11,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::core::config::{secs_to_ns, Config};
+use crate::core::config::{secs_to_ns, Config, Smoothing};
+use crate::core::control::rtc::{Decision, Plan};
 use crate::core::control::safety::{Clipped, SafetyFilter};
 use crate::core::control::smoothing::Smoother;
 use crate::core::inputs::image::ImageError;
@@ -39,6 +40,9 @@ pub enum Event {
     Command { hold: bool, clipped: Clipped },
     /// A new instruction took effect; `unknown` tokens are outside the vocabulary.
     NewInstruction { text: Arc<str>, seq: u64, unknown: usize },
+    /// A camera set was not inferred: real-time chunking waits until the running chunk
+    /// has no more than its execution horizon left.
+    RtcWait,
 }
 
 /// The caller's buffer of [`Event`]s.
@@ -72,6 +76,18 @@ pub struct Observation {
     pub instruction_seq: u64,
     /// The camera images of the set, in camera order.
     pub cameras: Vec<Arc<CameraImage>>,
+    /// Real-time chunking: the running chunk to keep, set when the set is inferred.
+    pub inpaint: Option<Inpaint>,
+}
+
+/// What real-time chunking keeps of the running chunk in the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inpaint {
+    /// The running chunk's actions for the new chunk's ticks, as the policy's actions
+    /// (its order; delta ones relative to the observation's state).
+    pub prefix: Vec<Vec<f64>>,
+    /// Ticks the new chunk takes to arrive: its first `delay` actions are the prefix's.
+    pub delay: usize,
 }
 
 /// Why the node is or is not executing the policy's actions.
@@ -159,6 +175,8 @@ pub struct Pipeline {
     joint_tolerance: i64,
     period: i64,
     smoother: Smoother,
+    /// The running plan of real-time chunking (smoothing `rtc`).
+    rtc: Option<Plan>,
     safety: SafetyFilter,
     tick_base: Option<i64>,
     last_now: Option<i64>,
@@ -193,6 +211,10 @@ impl Pipeline {
             joint_tolerance: secs_to_ns(cfg.joint_state_tolerance_s),
             period: cfg.control_period_ns(),
             smoother: Smoother::new(cfg.smoothing()),
+            rtc: match cfg.smoothing() {
+                Smoothing::Rtc { execution_horizon, fixed_delay, .. } => Some(Plan::new(execution_horizon, fixed_delay)),
+                _ => None,
+            },
             safety: SafetyFilter::new(
                 cfg.joint_lower_limits.clone(),
                 cfg.joint_upper_limits.clone(),
@@ -261,6 +283,7 @@ impl Pipeline {
                     tokens: instr.tokens.clone(),
                     instruction_seq: instr.seq,
                     cameras: set.iter().map(|(_, f)| f.source.clone()).collect(),
+                    inpaint: None,
                 };
                 events.extend(cameras.map(Event::Used));
                 events.push(Event::Observation);
@@ -329,11 +352,47 @@ impl Pipeline {
         ((t - base) as f64 / self.period as f64).round() as i64
     }
 
+    /// Whether to infer `obs` now. Real-time chunking waits (counted) while the running
+    /// chunk has more than its execution horizon left, and otherwise says in
+    /// `obs.inpaint` what of the running chunk to keep; other smoothings infer every set.
+    pub fn prepare(&mut self, obs: &mut Observation, events: &mut Events) -> bool {
+        let tick = self.tick_index(obs.arrival);
+        let Some(plan) = &self.rtc else { return true };
+        match plan.decide(tick) {
+            Decision::Wait => {
+                events.push(Event::RtcWait);
+                false
+            }
+            Decision::Infer { prefix, delay } => {
+                obs.inpaint = Some(Inpaint { prefix: self.joint_map.relative(&prefix, &obs.state), delay });
+                true
+            }
+        }
+    }
+
     /// A chunk of the policy's actions (its `action_names` order, absolute or delta)
-    /// computed from observation `obs`. Chunks of an older instruction are discarded;
-    /// the first chunk of a new instruction discards every queued action of the old one.
-    pub fn on_chunk(&mut self, obs: &Observation, actions: &[Vec<f64>], events: &mut Events) {
-        let commands = self.joint_map.commands(actions, &obs.state);
+    /// computed from observation `obs`, available at `now`. Chunks of an older
+    /// instruction are discarded; the first chunk of a new instruction discards every
+    /// queued action of the old one. With real-time chunking its first actions are the
+    /// running chunk's, exactly.
+    pub fn on_chunk(&mut self, obs: &Observation, actions: &[Vec<f64>], now: i64, events: &mut Events) {
+        let current = self.instruction.as_ref().map_or(0, |i| i.seq);
+        if obs.instruction_seq < current {
+            events.push(Event::Dropped(Input::Policy, "chunk computed for a previous instruction"));
+            return;
+        }
+        if self.tick_base.is_none() {
+            self.tick_base = Some(obs.arrival);
+        }
+        let mut absolute = self.joint_map.absolute(actions, &obs.state);
+        let (first, at) = (self.tick_index(obs.arrival), self.tick_index(now));
+        if let Some(plan) = &mut self.rtc {
+            if obs.instruction_seq != self.chunk_seq {
+                plan.reset();
+            }
+            absolute = plan.accept(first, absolute, obs.inpaint.as_ref().map_or(0, |i| i.delay), at);
+        }
+        let commands = self.joint_map.to_commands(&absolute);
         self.on_commands(obs.stamp, obs.arrival, obs.instruction_seq, &commands, events);
     }
 
@@ -408,6 +467,9 @@ impl Pipeline {
             if !matches!(state, ControlState::WaitingForActions) {
                 // Nothing computed before a hold may run after it.
                 self.smoother.reset();
+                if let Some(plan) = &mut self.rtc {
+                    plan.reset();
+                }
             }
             if self.last_command.is_some() {
                 events.push(Event::Command { hold: true, clipped: Clipped::default() });
@@ -458,6 +520,9 @@ impl Pipeline {
         self.drain("clock jumped backwards", events);
         self.joints.clear();
         self.smoother.reset();
+        if let Some(plan) = &mut self.rtc {
+            plan.reset();
+        }
         self.last_arrival.iter_mut().for_each(|a| *a = None);
         self.tick_base = None;
         self.clock_jumped = true;

@@ -25,6 +25,8 @@ pub struct Stats {
     pub observations: u64,
     /// Observations replaced by a newer one before inference took them (newest wins).
     pub observations_superseded: u64,
+    /// Observations not inferred: real-time chunking waited for the execution horizon.
+    pub rtc_waits: u64,
     pub inferences: u64,
     pub inference_errors: u64,
     /// Forward time of the last inference and the largest seen, in milliseconds.
@@ -73,6 +75,7 @@ impl Stats {
                     self.clipped_by_limit += clipped.by_limit as u64;
                     self.clipped_by_step += clipped.by_step as u64;
                 }
+                Event::RtcWait => self.rtc_waits += 1,
                 Event::NewInstruction { text, seq, unknown } => {
                     if unknown > 0 {
                         tracing::warn!(unknown, "instruction has characters the policy's vocabulary lacks");
@@ -150,6 +153,7 @@ impl Stats {
             ("state".to_owned(), state.to_owned()),
             ("observations".to_owned(), self.observations.to_string()),
             ("observations_superseded".to_owned(), self.observations_superseded.to_string()),
+            ("rtc_waits".to_owned(), self.rtc_waits.to_string()),
             ("inferences".to_owned(), self.inferences.to_string()),
             ("inference_errors".to_owned(), self.inference_errors.to_string()),
             ("inference_ms_last".to_owned(), format!("{:.2}", self.inference_ms_last)),

@@ -40,7 +40,7 @@ fn run_all<'t>(
         for b in 0..n {
             make(i + b, &mut buf);
         }
-        let inputs = Batch { images: &buf, size: n, state: &obs.state, tokens: tokens(i..i + n), seed: obs.stamp as u64 };
+        let inputs = Batch { images: &buf, size: n, state: &obs.state, tokens: tokens(i..i + n), seed: obs.stamp as u64, inpainting: None };
         outputs.extend(policy.infer_batch(&inputs, Priority::Background)?);
         i += n;
     }

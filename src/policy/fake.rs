@@ -7,9 +7,14 @@
 //! weighting of camera `j % C`'s pixels and `token_term` weighs each real token by its
 //! id and place. Token weights are uniform over the real tokens; each camera's patch map
 //! is its patches' mean brightness, normalized to sum to 1 (each returned only when the
-//! metadata's `outputs` name it).
+//! metadata's `outputs` name it). As a flow-matching policy (`kind: flow`) its velocity
+//! is the exact flow from the noise to that chunk, so the integration ends on it, and
+//! real-time chunking steers it as it would a learned one.
 
+use super::flow::{self, VelocityField};
+use super::noise::gaussian;
 use super::{check_sizes, Batch, ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
+use crate::core::contract::{FlowSpec, FlowTime, PolicyKind};
 use crate::core::inputs::tokenizer::{Tokenizer, Tokens};
 use crate::error::{Error, Result};
 
@@ -100,6 +105,61 @@ impl FakePolicy {
     }
 }
 
+impl FakePolicy {
+    /// The outputs' chunks replaced by the integration of the exact flow to them.
+    fn flow(&self, spec: FlowSpec, batch: &Batch<'_>, out: &mut [PolicyOutput]) -> Result<()> {
+        let (t_len, a) = (self.meta.chunk_length, self.meta.action_names.len());
+        let width = spec.width(a);
+        let mut target = vec![0.0f32; out.len() * t_len * width];
+        for (b, o) in out.iter().enumerate() {
+            for (step, action) in o.actions.iter().enumerate() {
+                for (j, v) in action.iter().enumerate() {
+                    target[(b * t_len + step) * width + j] = *v as f32;
+                }
+            }
+        }
+        let noise = gaussian(batch.seed, t_len * width).repeat(out.len());
+        let x = flow::integrate(&mut ExactFlow { target, time: spec.time }, noise, spec, t_len, batch.inpainting)?;
+        for (b, o) in out.iter_mut().enumerate() {
+            for (step, action) in o.actions.iter_mut().enumerate() {
+                for (j, v) in action.iter_mut().enumerate() {
+                    *v = f64::from(x[(b * t_len + step) * width + j]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The straight-line flow from noise to `target`: `v = (x - target) / t` with noise at
+/// t = 1, `(target - x) / (1 - t)` with noise at t = 0; its Jacobian is diagonal.
+struct ExactFlow {
+    target: Vec<f32>,
+    time: FlowTime,
+}
+
+impl ExactFlow {
+    /// `v = k (x - target)`, with `k` for time `t`.
+    fn k(&self, t: f32) -> f32 {
+        match self.time {
+            FlowTime::NoiseAtOne => 1.0 / t,
+            FlowTime::NoiseAtZero => -1.0 / (1.0 - t),
+        }
+    }
+}
+
+impl VelocityField for ExactFlow {
+    fn velocity(&mut self, x: &[f32], t: f32) -> Result<Vec<f32>> {
+        let k = self.k(t);
+        Ok(x.iter().zip(&self.target).map(|(x, a)| k * (x - a)).collect())
+    }
+
+    fn velocity_vjp(&mut self, x: &[f32], t: f32, cotangent: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let k = self.k(t);
+        Ok((self.velocity(x, t)?, cotangent.iter().map(|c| k * c).collect()))
+    }
+}
+
 /// A fixed pseudo-random weight in [-0.5, 0.5) per pixel byte.
 fn weight(p: usize) -> f64 {
     ((p as u64).wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0 - 0.5
@@ -121,7 +181,12 @@ impl PolicyRunner for FakePolicy {
             }
             check_sizes(&self.meta, batch)?;
             let n = self.image_len();
-            Ok(batch.images.chunks_exact(n).enumerate().map(|(i, img)| self.one(img, batch.state, batch.tokens.get(i))).collect())
+            let mut out: Vec<PolicyOutput> =
+                batch.images.chunks_exact(n).enumerate().map(|(i, img)| self.one(img, batch.state, batch.tokens.get(i))).collect();
+            if let PolicyKind::Flow(spec) = self.meta.kind {
+                self.flow(spec, batch, &mut out)?;
+            }
+            Ok(out)
         })
     }
 }

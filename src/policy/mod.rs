@@ -5,6 +5,7 @@
 //! tests and benchmarks of everything around the policy.
 
 pub mod fake;
+pub mod flow;
 pub mod noise;
 #[cfg(feature = "torch")]
 pub mod torch;
@@ -61,6 +62,8 @@ pub struct Batch<'a> {
     /// Seed of the noise a flow-matching policy starts from; every element of the batch
     /// starts from the same noise, so that only the inputs tell them apart.
     pub seed: u64,
+    /// Real-time chunking's inpainting of a flow-matching policy's chunk.
+    pub inpainting: Option<&'a flow::Inpainting>,
 }
 
 impl PolicyOutput {
@@ -97,7 +100,7 @@ pub trait PolicyRunner: Send + Sync {
 
     /// One inference on the control path.
     fn infer(&self, images: &[u8], state: &[f64], tokens: &Tokens, seed: u64) -> Result<PolicyOutput> {
-        let batch = Batch { images, size: 1, state, tokens: BatchTokens::Shared(tokens), seed };
+        let batch = Batch { images, size: 1, state, tokens: BatchTokens::Shared(tokens), seed, inpainting: None };
         let mut out = self.infer_batch(&batch, Priority::Control)?;
         out.pop().ok_or_else(|| crate::error::Error::Inference("no output for a batch of one".into()))
     }

@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 
 use tch::{CModule, IValue, Kind, Tensor};
 
+use super::flow::{self, VelocityField};
 use super::noise::gaussian;
 use super::{check_sizes, Batch, ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
 use crate::core::config::{Config, Device};
-use crate::core::contract::{FlowSpec, FlowTime, PolicyKind};
+use crate::core::contract::{FlowSpec, PolicyKind};
 use crate::core::inputs::tokenizer::{Tokenizer, TokenizerSpec};
 use crate::error::{Error, Result};
 
@@ -165,41 +166,23 @@ impl TorchPolicy {
                 let IValue::TensorList(context) = context else {
                     return Err(Error::Inference(format!("encode: first output {context:?}, expected a list of tensors")));
                 };
-                let x = self.integrate(spec, &context, batch.size, batch.seed)?;
-                Ok((x, extras))
+                drop(_guard);
+                Ok((self.integrate(spec, context, batch)?, extras))
             }
         }
     }
 
-    /// The chunk of a flow-matching policy: `num_steps` Euler steps of `velocity` from
-    /// the noise of `seed` (the same for every element), at times `t_k = t_0 + k dt`
-    /// computed in f64 and passed as f32, `x += v dt` (as LeRobot's samplers do); the
-    /// first `action_names` columns of the result.
-    fn integrate(&self, spec: FlowSpec, context: &[Tensor], batch: usize, seed: u64) -> Result<Tensor> {
+    /// The chunk of a flow-matching policy: its velocity integrated (by
+    /// `policy::flow`) from the noise of `seed`, the same for every element; the first
+    /// `action_names` columns of the result.
+    fn integrate(&self, spec: FlowSpec, context: Vec<Tensor>, batch: &Batch<'_>) -> Result<Tensor> {
         let (t, a) = (self.meta.chunk_length, self.meta.action_names.len());
         let width = spec.width(a);
-        let noise = gaussian(seed, t * width);
-        let shape = [batch as i64, t as i64, width as i64];
-        let mut x = Tensor::from_slice(&noise).view([1, shape[1], shape[2]]).expand(shape, false).contiguous().to_device(self.device);
-        let n = spec.num_steps as f64;
-        let (t0, dt) = match spec.time {
-            FlowTime::NoiseAtOne => (1.0, -1.0 / n),
-            FlowTime::NoiseAtZero => (0.0, 1.0 / n),
-        };
-        for k in 0..spec.num_steps {
-            let time = (t0 + k as f64 * dt) as f32;
-            let tt = Tensor::full([batch as i64], f64::from(time), (Kind::Float, self.device));
-            let context = IValue::TensorList(context.iter().map(Tensor::shallow_clone).collect());
-            let v = match self.module.method_is("velocity", &[IValue::Tensor(x.shallow_clone()), IValue::Tensor(tt), context])? {
-                IValue::Tensor(v) => v,
-                other => return Err(Error::Inference(format!("velocity returned {other:?}, expected a tensor"))),
-            };
-            if v.size() != shape {
-                return Err(Error::Inference(format!("velocity: shape {:?}, expected {shape:?}", v.size())));
-            }
-            x = &x + v * dt;
-        }
-        Ok(x.narrow(2, 0, a as i64))
+        let noise = gaussian(batch.seed, t * width);
+        let shape = [batch.size as i64, t as i64, width as i64];
+        let mut field = TorchField { module: &self.module, context, shape, device: self.device };
+        let x = flow::integrate(&mut field, noise.repeat(batch.size), spec, t, batch.inpainting)?;
+        Ok(Tensor::from_slice(&x).view(shape).narrow(2, 0, a as i64))
     }
 
     /// `batch`'s outputs in the node's units.
@@ -232,6 +215,54 @@ impl TorchPolicy {
                 patch_maps: per(&maps, i),
             })
             .collect())
+    }
+}
+
+/// A policy's `velocity` method at one batch's context, for `policy::flow`.
+struct TorchField<'m> {
+    module: &'m CModule,
+    context: Vec<Tensor>,
+    shape: [i64; 3],
+    device: tch::Device,
+}
+
+impl TorchField<'_> {
+    fn call(&self, x: &Tensor, t: f32) -> Result<Tensor> {
+        let tt = Tensor::full([self.shape[0]], f64::from(t), (Kind::Float, self.device));
+        let context = IValue::TensorList(self.context.iter().map(Tensor::shallow_clone).collect());
+        match self.module.method_is("velocity", &[IValue::Tensor(x.shallow_clone()), IValue::Tensor(tt), context])? {
+            IValue::Tensor(v) if v.size() == self.shape => Ok(v),
+            IValue::Tensor(v) => Err(Error::Inference(format!("velocity: shape {:?}, expected {:?}", v.size(), self.shape))),
+            other => Err(Error::Inference(format!("velocity returned {other:?}, expected a tensor"))),
+        }
+    }
+
+    fn tensor(&self, x: &[f32]) -> Result<Tensor> {
+        Ok(Tensor::f_from_slice(x)?.view(self.shape).to_device(self.device))
+    }
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    let t = t.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous();
+    let mut out = vec![0f32; t.numel()];
+    t.f_copy_data(&mut out, t.numel())?;
+    Ok(out)
+}
+
+impl VelocityField for TorchField<'_> {
+    fn velocity(&mut self, x: &[f32], t: f32) -> Result<Vec<f32>> {
+        let _guard = tch::no_grad_guard();
+        to_vec(&self.call(&self.tensor(x)?, t)?)
+    }
+
+    /// The product through autograd: the gradient of `sum(cotangent * v)` at `x`.
+    fn velocity_vjp(&mut self, x: &[f32], t: f32, cotangent: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        let x = self.tensor(x)?.set_requires_grad(true);
+        let v = self.call(&x, t)?;
+        let objective = (&v * self.tensor(cotangent)?).sum(Kind::Float);
+        let grad = Tensor::f_run_backward(&[&objective], &[&x], false, false)?;
+        let grad = grad.into_iter().next().ok_or_else(|| Error::Inference("velocity has no gradient with respect to x_t".into()))?;
+        Ok((to_vec(&v.detach())?, to_vec(&grad)?))
     }
 }
 

@@ -166,7 +166,7 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
     serve_parameters(&mut node, &rt, &shared.live)?;
     let receivers = subscribe_inputs(&mut node, &rt, &shared, &cfg)?;
     let explainer = spawn_explainer(&shared)?;
-    let inference = spawn_inference(&shared, priorities.inference)?;
+    let inference = spawn_inference(&shared, priorities.inference, Duration::from_secs_f64(cfg.test_added_inference_delay_s))?;
     let state_changed = Arc::new(tokio::sync::Notify::new());
     spawn_control(&rt, &shared, &cfg, state_changed.clone());
     spawn_diagnostics(&rt, &shared, &cfg, state_changed);
@@ -309,16 +309,24 @@ fn spawn_explainer(shared: &Shared) -> std::io::Result<JoinHandle<()>> {
     })
 }
 
-/// Inference, off the async reactor: the newest observation, one at a time. Each chunk's
-/// stages go out on `~/timing/chunk`, so that a benchmark can measure input-to-chunk
-/// latency from outside (benches/e2e.py).
-fn spawn_inference(shared: &Shared, priority: u32) -> std::io::Result<JoinHandle<()>> {
+/// Inference, off the async reactor: the newest observation, one at a time (with
+/// real-time chunking, once the running chunk is down to its execution horizon). Each
+/// chunk's stages go out on `~/timing/chunk`, so that a benchmark can measure
+/// input-to-chunk latency from outside (benches/e2e.py). `added_delay` (tests and
+/// benchmarks only) holds each chunk back before the control loop gets it.
+fn spawn_inference(shared: &Shared, priority: u32, added_delay: Duration) -> std::io::Result<JoinHandle<()>> {
     let s = shared.clone();
     spawn_with_priority("inference", priority, move || {
-        while let Some(Queued { obs, received, queued }) = s.observations.take() {
+        while let Some(Queued { mut obs, received, queued }) = s.observations.take() {
+            if !s.driver.prepare(&s.pipe, &mut obs) {
+                continue;
+            }
             let started = wall_ns();
             let result = s.driver.infer(&obs);
-            s.driver.apply(&s.pipe, &obs, &result);
+            if !added_delay.is_zero() {
+                std::thread::sleep(added_delay);
+            }
+            s.driver.apply(&s.pipe, &obs, &result, s.clock.now());
             if let Ok(out) = result {
                 let finished = wall_ns();
                 tracing::debug!(

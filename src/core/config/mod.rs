@@ -63,6 +63,7 @@ pub enum SmoothingKind {
     TemporalEnsemble,
     Exponential,
     None,
+    Rtc,
 }
 
 impl Choice for SmoothingKind {
@@ -70,6 +71,7 @@ impl Choice for SmoothingKind {
         ("temporal_ensemble", SmoothingKind::TemporalEnsemble),
         ("exponential", SmoothingKind::Exponential),
         ("none", SmoothingKind::None),
+        ("rtc", SmoothingKind::Rtc),
     ];
 }
 choice_param!(SmoothingKind);
@@ -85,6 +87,12 @@ pub enum Smoothing {
     Exponential { alpha: f64 },
     /// The newest chunk's action as it is.
     None,
+    /// Real-time chunking of a flow-matching policy: the next chunk is computed when
+    /// the running one has `execution_horizon` actions left, its first actions (the
+    /// inference delay: `fixed_delay` ticks, or measured when 0) frozen to the running
+    /// chunk's and the rest of the overlap guided towards it (guidance at most
+    /// `max_guidance_weight`); each chunk then runs as it is.
+    Rtc { execution_horizon: usize, max_guidance_weight: f64, fixed_delay: usize },
 }
 
 /// The message type of the command topic.
@@ -224,12 +232,20 @@ parameters! {
     camera_timeout_s: f64 = 0.5, Rule::Positive, startup;
     /// hold position when joint_states is silent this long
     joint_state_timeout_s: f64 = 0.25, Rule::Positive, startup;
-    /// temporal_ensemble, exponential or none
+    /// temporal_ensemble, exponential, none or rtc (real-time chunking, flow-matching policies)
     smoothing: SmoothingKind = SmoothingKind::TemporalEnsemble, Rule::Any, startup;
     /// temporal ensembling weight exp(-m*i), i = 0 the oldest chunk
     ensemble_m: f64 = 0.05, Rule::NonNegative, startup;
     /// exponential filter weight of the new action
     exponential_alpha: f64 = 0.5, Rule::OpenUnit, startup;
+    /// rtc: actions left in the running chunk when the next one is computed
+    rtc_execution_horizon: usize = 10, Rule::AtLeast(1), startup;
+    /// rtc: the largest guidance weight towards the running chunk (beta)
+    rtc_max_guidance_weight: f64 = 5.0, Rule::Positive, startup;
+    /// rtc: inference delay in control ticks, 0 to measure it (the replay then takes 0)
+    rtc_inference_delay: usize = 0, Rule::AtLeast(0), startup;
+    /// tests and benchmarks only: each chunk is handed over this much later (seconds)
+    test_added_inference_delay_s: f64 = 0.0, Rule::NonNegative, startup;
     /// lower position limit per joint
     joint_lower_limits: Vec<f64> = vec![-1.6, 0.0, -3.1, -2.4, -1.0, 0.0], Rule::Finite, startup;
     /// upper position limit per joint
@@ -344,6 +360,11 @@ impl Config {
             SmoothingKind::TemporalEnsemble => Smoothing::TemporalEnsemble { m: self.ensemble_m },
             SmoothingKind::Exponential => Smoothing::Exponential { alpha: self.exponential_alpha },
             SmoothingKind::None => Smoothing::None,
+            SmoothingKind::Rtc => Smoothing::Rtc {
+                execution_horizon: self.rtc_execution_horizon,
+                max_guidance_weight: self.rtc_max_guidance_weight,
+                fixed_delay: self.rtc_inference_delay,
+            },
         }
     }
 
@@ -353,6 +374,12 @@ impl Config {
             Smoothing::TemporalEnsemble { m } => (self.smoothing, self.ensemble_m) = (SmoothingKind::TemporalEnsemble, m),
             Smoothing::Exponential { alpha } => (self.smoothing, self.exponential_alpha) = (SmoothingKind::Exponential, alpha),
             Smoothing::None => self.smoothing = SmoothingKind::None,
+            Smoothing::Rtc { execution_horizon, max_guidance_weight, fixed_delay } => {
+                self.smoothing = SmoothingKind::Rtc;
+                self.rtc_execution_horizon = execution_horizon;
+                self.rtc_max_guidance_weight = max_guidance_weight;
+                self.rtc_inference_delay = fixed_delay;
+            }
         }
         self
     }

@@ -1,5 +1,7 @@
 //! From action chunks to commands: [`smoothing`] blends asynchronous chunks into one
-//! action per control tick, [`safety`] is the last gate before a command leaves.
+//! action per control tick, [`rtc`] keeps the running plan for real-time chunking,
+//! [`safety`] is the last gate before a command leaves.
 
+pub mod rtc;
 pub mod safety;
 pub mod smoothing;

@@ -104,7 +104,7 @@ impl Smoother {
             Smoothing::Exponential { alpha } => {
                 Smoother::Exponential { alpha, chunk: NewestChunk::default(), last: None }
             }
-            Smoothing::None => Smoother::None(NewestChunk::default()),
+            Smoothing::None | Smoothing::Rtc { .. } => Smoother::None(NewestChunk::default()),
         }
     }
 
