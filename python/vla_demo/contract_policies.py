@@ -112,3 +112,46 @@ def save(module: nn.Module, path: Path | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(torch.jit.script(module), str(path))
     return path
+
+
+def flow_metadata(cameras: list[dict], state_names: list[str], *, chunk_length: int = 25,
+                  control_rate_hz: float = 50.0, num_steps: int = 10, guidance: str = "autograd",
+                  name: str = "test flow policy") -> dict:
+    """A version-2 `flow` policy's metadata (noise at t = 1, no language, identity
+    normalization)."""
+    meta = metadata(cameras, state_names, chunk_length=chunk_length, control_rate_hz=control_rate_hz, name=name)
+    meta.update(kind="flow", flow={"num_steps": num_steps, "time": "noise_at_one", "guidance": guidance})
+    return meta
+
+
+class RampFlow(nn.Module):
+    """A flow-matching policy whose chunk ramps from the state towards `goal`:
+    `a_i = s + (goal - s) (1 - exp(-(i + 1) / tau))`. `encode` returns that chunk as the
+    context; `velocity` is the exact flow from noise at t = 1 to it, `(x_t - a) / t`, so
+    the node's integration ends on it and real-time chunking's guidance has a gradient
+    to follow."""
+
+    def __init__(self, meta: dict, goal: list[float], tau: float = 6.0):
+        super().__init__()
+        self.meta_json = json.dumps(meta, ensure_ascii=False)
+        steps = torch.arange(meta["chunk_length"], dtype=torch.float32) + 1.0
+        self.register_buffer("ramp", 1.0 - torch.exp(-steps / tau))
+        self.register_buffer("goal", torch.tensor(goal, dtype=torch.float32))
+
+    @torch.jit.export
+    def metadata(self) -> str:
+        return self.meta_json
+
+    @torch.jit.export
+    def encode(self, images: List[torch.Tensor], state: torch.Tensor, token_ids: torch.Tensor,
+               token_mask: torch.Tensor) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
+        chunk = state[:, None, :] + (self.goal[None, None, :] - state[:, None, :]) * self.ramp[None, :, None]
+        extras: Dict[str, torch.Tensor] = {}
+        return [chunk], extras
+
+    @torch.jit.export
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, context: List[torch.Tensor]) -> torch.Tensor:
+        return (x_t - context[0]) / t[:, None, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
