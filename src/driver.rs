@@ -30,6 +30,8 @@ pub enum Output {
     Predicted { stamp: i64, positions: Vec<f64>, joint_names: Arc<[String]> },
     /// The stamp of the newest camera set whose chunk a command uses.
     CommandSource { set_stamp: i64 },
+    /// A new chunk as it will run: a command per tick from `start`, before smoothing.
+    Chunk { start: i64, set_stamp: i64, commands: Vec<Vec<f64>>, joint_names: Arc<[String]>, period_ns: i64 },
     /// One explained inference.
     Explanation(Box<Explained>),
     /// The node's status: its state and every counter.
@@ -190,12 +192,23 @@ impl Driver {
         result
     }
 
-    /// Hands an inference's result to the pipeline at `now`: the chunk, or the failure
-    /// (the node holds until the next good chunk).
-    pub fn apply(&self, pipe: &Mutex<Pipeline>, obs: &Observation, result: &Result<PolicyOutput>, now: i64) {
+    /// Hands an inference's result to the pipeline at `now`: the chunk (then in
+    /// `outputs` as it will run), or the failure (the node holds until the next good
+    /// chunk).
+    pub fn apply(&self, pipe: &Mutex<Pipeline>, obs: &Observation, result: &Result<PolicyOutput>, now: i64, outputs: &mut Vec<Output>) {
         let mut events = Events::new();
         match result {
-            Ok(out) => lock(pipe).on_chunk(obs, &out.actions, now, &mut events),
+            Ok(out) => {
+                if let Some(chunk) = lock(pipe).on_chunk(obs, &out.actions, now, &mut events) {
+                    outputs.push(Output::Chunk {
+                        start: chunk.start,
+                        set_stamp: obs.stamp,
+                        commands: chunk.commands,
+                        joint_names: self.joint_names.clone(),
+                        period_ns: self.period_ns,
+                    });
+                }
+            }
             Err(e) => lock(pipe).on_policy_error(&e.to_string()),
         }
         self.count(&mut events);
@@ -338,7 +351,7 @@ mod tests {
                         continue;
                     }
                     let result = self.driver.infer(&obs);
-                    self.driver.apply(&self.pipe, &obs, &result, t);
+                    self.driver.apply(&self.pipe, &obs, &result, t, outputs);
                     if let Ok(out) = result {
                         inferred.push((obs, out));
                     }

@@ -210,7 +210,7 @@ impl Replay {
             return;
         }
         let result = self.driver.infer(&obs);
-        self.driver.apply(&self.pipe, &obs, &result, obs.arrival);
+        self.driver.apply(&self.pipe, &obs, &result, obs.arrival, &mut self.outputs);
         if let Ok(out) = result {
             self.pending_explanation = Some((obs, out));
         }
@@ -275,7 +275,13 @@ impl Replay {
             first.get_or_insert(now);
             self.ticks_until(now)?;
             match inputs.find(&msg.topic) {
-                Some((topic, input)) => self.feed(input, topic, &msg, now),
+                Some((topic, input)) => {
+                    self.feed(input, topic, &msg, now);
+                    // The chunks the message completed, at the time they were computed.
+                    for out in std::mem::take(&mut self.outputs) {
+                        self.write(now, out)?;
+                    }
+                }
                 None => *acc.not_inputs.entry(msg.topic.clone()).or_default() += 1,
             }
             self.explain_if_due(now)?;

@@ -80,6 +80,14 @@ pub struct Observation {
     pub inpaint: Option<Inpaint>,
 }
 
+/// A chunk as it will run: one command per control tick from `start` (on the node's
+/// clock), in `joint_names` order, before smoothing and the safety filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChunk {
+    pub start: i64,
+    pub commands: Vec<Vec<f64>>,
+}
+
 /// What real-time chunking keeps of the running chunk in the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inpaint {
@@ -375,11 +383,13 @@ impl Pipeline {
     /// instruction are discarded; the first chunk of a new instruction discards every
     /// queued action of the old one. With real-time chunking its first actions are the
     /// running chunk's, exactly.
-    pub fn on_chunk(&mut self, obs: &Observation, actions: &[Vec<f64>], now: i64, events: &mut Events) {
+    /// Returns the chunk as it will run (commands from `start`, one per tick), unless
+    /// it was discarded.
+    pub fn on_chunk(&mut self, obs: &Observation, actions: &[Vec<f64>], now: i64, events: &mut Events) -> Option<PlannedChunk> {
         let current = self.instruction.as_ref().map_or(0, |i| i.seq);
         if obs.instruction_seq < current {
             events.push(Event::Dropped(Input::Policy, "chunk computed for a previous instruction"));
-            return;
+            return None;
         }
         if self.tick_base.is_none() {
             self.tick_base = Some(obs.arrival);
@@ -394,6 +404,8 @@ impl Pipeline {
         }
         let commands = self.joint_map.to_commands(&absolute);
         self.on_commands(obs.stamp, obs.arrival, obs.instruction_seq, &commands, events);
+        let start = self.tick_base.unwrap_or(obs.arrival) + first * self.period;
+        Some(PlannedChunk { start, commands })
     }
 
     /// A chunk already in command order and absolute, computed from the observation of

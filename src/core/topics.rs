@@ -91,6 +91,8 @@ pub enum OutputTopic {
     TimingChunk,
     /// std_msgs/Header with the stamp of the newest camera set behind each command.
     TimingCommand,
+    /// trajectory_msgs/JointTrajectory: each new chunk as it will run.
+    Chunk,
 }
 
 impl OutputTopic {
@@ -107,6 +109,7 @@ impl OutputTopic {
             OutputTopic::Diagnostics => "/diagnostics".into(),
             OutputTopic::TimingChunk => "~/timing/chunk".into(),
             OutputTopic::TimingCommand => "~/timing/command".into(),
+            OutputTopic::Chunk => "~/chunk".into(),
         }
     }
 

@@ -125,6 +125,9 @@ pub fn messages(out: Output) -> Vec<(OutputTopic, Message)> {
             vec![(OutputTopic::Predicted, Message::JointState(predicted_joint_state(stamp, &joint_names, positions)))]
         }
         Output::CommandSource { set_stamp } => vec![(OutputTopic::TimingCommand, Message::Header(header(set_stamp, "")))],
+        Output::Chunk { start, set_stamp, commands, joint_names, period_ns } => {
+            vec![(OutputTopic::Chunk, Message::Trajectory(chunk_trajectory(start, set_stamp, &commands, &joint_names, period_ns)))]
+        }
         Output::Explanation(e) => {
             let Explained { obs, explanation, threshold, camera_names } = *e;
             explanation_msgs(&obs, explanation, threshold, &camera_names)
@@ -159,6 +162,25 @@ pub fn command_trajectory(positions: Vec<f64>, now: i64, joint_names: &[String],
             time_from_start: RosDuration { sec: 0, nanosec: period.as_nanos() as u32 },
             ..Default::default()
         }],
+    }
+}
+
+/// A chunk as it will run: its first command at `start` (the header's stamp), one point
+/// per control period; the frame_id names the camera set it was computed from (its
+/// stamp in nanoseconds), so a viewer can tell chunks apart.
+pub fn chunk_trajectory(start: i64, set_stamp: i64, commands: &[Vec<f64>], joint_names: &[String], period_ns: i64) -> JointTrajectory {
+    let at = |i: usize| {
+        let ns = i as i64 * period_ns;
+        RosDuration { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+    };
+    JointTrajectory {
+        header: header(start, &set_stamp.to_string()),
+        joint_names: joint_names.to_vec(),
+        points: commands
+            .iter()
+            .enumerate()
+            .map(|(i, c)| JointTrajectoryPoint { positions: c.clone(), time_from_start: at(i), ..Default::default() })
+            .collect(),
     }
 }
 

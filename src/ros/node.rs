@@ -326,7 +326,11 @@ fn spawn_inference(shared: &Shared, priority: u32, added_delay: Duration) -> std
             if !added_delay.is_zero() {
                 std::thread::sleep(added_delay);
             }
-            s.driver.apply(&s.pipe, &obs, &result, s.clock.now());
+            let mut outputs = Vec::with_capacity(1);
+            s.driver.apply(&s.pipe, &obs, &result, s.clock.now(), &mut outputs);
+            for out in outputs {
+                s.publish(out);
+            }
             if let Ok(out) = result {
                 let finished = wall_ns();
                 tracing::debug!(

@@ -66,8 +66,10 @@ impl Publishers {
         by_topic.insert(OutputTopic::Diagnostics, p);
         let p = AnyPublisher::Timing(node.create_publisher(&name(OutputTopic::TimingChunk), timing.clone())?);
         by_topic.insert(OutputTopic::TimingChunk, p);
-        let p = AnyPublisher::Header(node.create_publisher(&name(OutputTopic::TimingCommand), timing)?);
+        let p = AnyPublisher::Header(node.create_publisher(&name(OutputTopic::TimingCommand), timing.clone())?);
         by_topic.insert(OutputTopic::TimingCommand, p);
+        let p = AnyPublisher::Trajectory(node.create_publisher(&name(OutputTopic::Chunk), timing)?);
+        by_topic.insert(OutputTopic::Chunk, p);
         Ok(Publishers { by_topic })
     }
 
