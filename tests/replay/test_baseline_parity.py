@@ -29,6 +29,7 @@ def _baseline_pipeline():
     a package)."""
     spec = importlib.util.spec_from_file_location("vla_baseline_pipeline", ROOT / "benches" / "baseline" / "pipeline.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
     spec.loader.exec_module(module)
     return module
 
