@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-core test-unit test-ros test-lerobot demo bench bench-e2e bench-sweep clean
+.PHONY: setup build test test-core test-unit test-ros test-lerobot demo bench bench-e2e bench-sweep bench-closed-loop clean
 
 setup:
 	scripts/setup.sh
@@ -49,3 +49,8 @@ bench-e2e: build
 # The load at which the node and the Python baseline break (11-12 minutes; not in `make test`).
 bench-sweep: build
 	$(ENV) python benches/e2e.py --sweep
+
+# Smoothings against inference delay, closed loop with the simulated arm (about 25
+# minutes with the defaults; not in `make test`).
+bench-closed-loop: build
+	$(ENV) python benches/closed_loop.py
