@@ -177,7 +177,7 @@ def main() -> int:
                   f"time {r['time_to_reach_s'] or float('nan'):.2f} s  seam jump {r['seam_jump_max']:.3f} rad  "
                   f"jerk {r['rms_jerk']:8.1f} rad/s^3  plan vs chunk {r['plan_vs_chunk']:.4f} rad", flush=True)
     peers.close()
-    print(f"\n| smoothing | added delay | reach | time to reach | largest seam jump | RMS jerk | plan vs chunk |\n|---|---|---|---|---|---|---|")
+    print("\n| smoothing | added delay | reach | time to reach | largest seam jump | RMS jerk | plan vs chunk |\n|---|---|---|---|---|---|---|")
     for r in table.values():
         print(f"| {r['smoothing']} | {r['delay_s'] * 1000:.0f} ms | {r['reach_rate'] * 100:.0f}% | "
               f"{r['time_to_reach_s'] or float('nan'):.2f} s | {r['seam_jump_max']:.3f} rad | {r['rms_jerk']:.0f} rad/s^3 | "
