@@ -9,7 +9,7 @@
 //! - [`smoothing`]: action chunks to one action per control tick;
 //! - [`safety`]: limits, step bound and finite check on every command;
 //! - [`core`]: all of the above as one ROS-free pipeline, driven by the node and tests;
-//! - [`node`]: the r2r adapter;
+//! - [`node`]: the r2r adapter; [`rosout`]: its log lines through rcl's logging;
 //! - [`config`], [`stats`], [`error`], [`memory`]: parameters, counters, the error type,
 //!   allocator settings.
 
@@ -26,6 +26,7 @@ pub mod node;
 pub mod policy;
 pub mod replay;
 pub mod ros_msgs;
+pub mod rosout;
 pub mod safety;
 pub mod smoothing;
 pub mod stats;

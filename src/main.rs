@@ -5,7 +5,6 @@
 //! - `vla_controller replay INPUT -o OUTPUT`: a recorded bag through the pipeline;
 //! - `vla_controller compare NEW OLD`: two replay outputs against each other.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -33,14 +32,8 @@ struct Compare {
 
 fn main() -> ExitCode {
     vla_controller::memory::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    // stderr until the node exists, then rcl's logging (/rosout, console, log file).
+    vla_controller::rosout::install();
     // Anything but a subcommand is the node, whose arguments belong to rcl (--ros-args).
     let result = match std::env::args().nth(1).as_deref() {
         Some("inspect") => {

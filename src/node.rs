@@ -264,7 +264,8 @@ struct Setup {
 
 fn setup() -> anyhow::Result<Setup> {
     let ctx = r2r::Context::create().context("initializing ROS 2")?;
-    let node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
+    let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
+    crate::rosout::attach(&mut node);
     let params: Params = lock(&node.params)
         .iter()
         .filter_map(|(k, p)| to_param_value(&p.value).map(|v| (k.clone(), v)))
@@ -568,6 +569,7 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     tracing::info!(
+        node = %node.fully_qualified_name()?,
         cameras = ?cfg.camera_names,
         control_rate_hz = cfg.control_rate_hz,
         command = COMMAND_TOPIC,
