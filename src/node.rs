@@ -283,6 +283,9 @@ fn setup() -> anyhow::Result<Setup> {
             param.description = description;
             p.insert(name, param);
         }
+        // As rclcpp and rclpy nodes have it, given or not (the launch file passes it only
+        // when asked).
+        p.entry("use_sim_time".into()).or_insert_with(|| r2r::Parameter::new(ParameterValue::Bool(false)));
     }
     let use_sim_time = params.get("use_sim_time") == Some(&ParamValue::Bool(true));
     policy::set_torch_threads(cfg.torch_threads);
