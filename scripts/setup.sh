@@ -5,11 +5,11 @@
 # torch==2.11.0, the libtorch that tch 0.24 links against.
 #
 # On a robot with a normal ROS 2 install (Humble, Jazzy or Kilted sourced) none of
-# this is needed for the node itself: see README.md, "Building on a robot".
+# this is needed for the node itself: see README.md, "On a robot".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v5"
+stamp="$venv/.setup-v6"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -41,6 +41,12 @@ python3 -m venv "$venv"
   ros-kilted-ament-cmake ros-kilted-ament-package catkin-pkg ros-kilted-ament-cmake-ros-core \
   ros-kilted-ament-cmake-include-directories \
   ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators
+
+# colcon with its Rust support, as a robot installs it (README, "On a robot"):
+# tests/ros/test_colcon_package.py builds the package with it. colcon-cargo 0.2 is the
+# first that finds msg/ (Cargo.toml's [workspace.metadata.colcon]); colcon-ros-cargo
+# brings cargo-ament-build.
+"$venv/bin/pip" install -q colcon-common-extensions 'colcon-cargo>=0.2' colcon-ros-cargo
 
 # The wheels link rcl straight to Fast DDS and ship no librmw_implementation.so,
 # which r2r links against.

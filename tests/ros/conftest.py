@@ -86,6 +86,12 @@ def start_node(request):
             print(f"--- node output (exit {code}) ---\n{n.output()[-4000:]}")
 
 
+def pytest_collection_modifyitems(items):
+    # The colcon build shares target/ with `make build` and leaves its own build of the
+    # binary there: it runs after every test of the checkout's build.
+    items.sort(key=lambda item: item.path.name == "test_colcon_package.py")
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
