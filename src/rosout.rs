@@ -37,6 +37,7 @@ use r2r_rcl::{
 };
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::filter::{EnvFilter, FilterExt};
 use tracing_subscriber::layer::{Context, Filter, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -69,9 +70,9 @@ thread_local! {
 /// The process's sink, the one [`install`] and [`attach`] use.
 static NODE: RclSink = RclSink::new();
 
-/// rcutils' logging keeps its state (the logger-level map, which lookups also fill as a
-/// cache, and the output handler's publishers) without locks of its own: rclcpp and r2r
-/// call it under one global lock, and so does this module.
+/// rcutils' and rcl's logging state (levels, output handlers, rcl's map of rosout
+/// publishers) has no locks of its own: rclcpp and r2r log under one global lock, and
+/// so does this module, which also keeps lines from different threads whole.
 static RCUTILS: Mutex<()> = Mutex::new(());
 
 impl RclSink {
@@ -191,7 +192,10 @@ impl<S: Subscriber> Layer<S> for RclLayer {
         if !sink.attached() || !sink.enabled(event.metadata().level()) {
             return;
         }
-        sink.log(event.metadata(), &text(event));
+        // A `log` record (r2r logs with the `log` crate) carries its file, line and module
+        // as fields; its metadata proper are those of the bridge.
+        let normalized = event.normalized_metadata();
+        sink.log(normalized.as_ref().unwrap_or(event.metadata()), &text(event));
     }
 }
 
@@ -235,8 +239,7 @@ impl Visit for Line {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         match field.name() {
             "message" => _ = write!(self.message, "{value:?}"),
-            // Where a `log` record came from (r2r logs with the `log` crate); rcutils
-            // gets the location of the event itself.
+            // Where a `log` record came from: rcutils gets it as the line's location.
             name if name.starts_with("log.") => {}
             name => _ = write!(self.fields, " {name}={value:?}"),
         }
@@ -377,6 +380,17 @@ mod tests {
         assert_eq!(severities(through_rcutils(Some("vla_test_warn"), Some(RCUTILS_LOG_SEVERITY_WARN), all)), [30]);
         // A child logger follows its parent's level, as `--log-level arm1:=warn` expects.
         assert_eq!(severities(through_rcutils(Some("vla_test_warn.child"), None, all)), [30]);
+    }
+
+    #[test]
+    fn a_log_record_keeps_its_own_place() {
+        // r2r logs with the `log` crate; `install` bridges it into tracing.
+        let _ = tracing_log::LogTracer::init();
+        let line = line!() + 1;
+        let got = through_rcutils(Some("vla_test_log_crate"), None, || log::warn!("from the log crate"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].severity, got[0].line), (30, line as usize));
+        assert!(got[0].file.ends_with("rosout.rs") && got[0].function == "vla_controller::rosout::tests", "{got:?}");
     }
 
     #[test]
