@@ -40,6 +40,15 @@ def wait_for(cond, timeout: float, what: str, every: float = 0.02):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def wait_until_serving(peers, node: str = "vla_controller") -> None:
+    """Until `peers.recorder` has two /diagnostics messages from the node: past its
+    start-up, with its SIGINT handler in place, so that stopping it is a clean shutdown."""
+    def published() -> int:
+        with peers.recorder.lock:
+            return sum(any(node in st.name for st in arr.status) for _, arr in peers.recorder.diagnostics)
+    wait_for(lambda: published() >= 2, 60, "the node's diagnostics")
+
+
 class NodeProcess:
     """The vla_controller binary in a child process, its output in a log file."""
 

@@ -17,7 +17,7 @@ from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import GetParameters
 
 import launch_standin as ls
-from conftest import ROOT, wait_for
+from conftest import ROOT, wait_for, wait_until_serving
 from test_live_node import START, instruction, two_sided_scene, xy_error
 from vla_demo.ros_peers import ScenePublisher, SimArm
 
@@ -149,12 +149,14 @@ def test_the_parameters_file_decides_what_the_command_line_leaves_out(launch, pe
     policy = tmp_path / "robot_policy.pt"
     shutil.copy(DEMO_POLICY, policy)
     params = robot_params(tmp_path, policy_path=str(policy), device="cpu", use_sim_time=True)
+    peers.recorder.attach(peers.node)
     peers.start()
     node = launch({"params_file": str(params)})
     got = parameters(peers, "/vla_controller", ["device", "use_sim_time", "policy_path"])
     assert got == {"device": "cpu", "use_sim_time": True, "policy_path": str(policy)}
     wait_for(lambda: "policy loaded and checked" in node.output(), 30, "the node to load the file's policy")
     assert str(policy) in node.output() and str(DEMO_POLICY) not in node.output()
+    wait_until_serving(peers)
     assert node.stop() == 0, node.output()[-3000:]
 
 

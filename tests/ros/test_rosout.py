@@ -10,7 +10,7 @@ import threading
 from rcl_interfaces.msg import Log
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from conftest import wait_for
+from conftest import wait_for, wait_until_serving
 
 DEBUG, INFO, WARN, ERROR = Log.DEBUG, Log.INFO, Log.WARN, Log.ERROR  # 10, 20, 30, 40
 
@@ -41,6 +41,7 @@ class Rosout:
 def test_the_start_up_line_reaches_rosout_with_the_nodes_name_severity_and_place(peers, start_node, tmp_path, monkeypatch):
     monkeypatch.setenv("ROS_LOG_DIR", str(tmp_path))
     rosout = Rosout(peers, "arm1.vla_controller")
+    peers.recorder.attach(peers.node)
     peers.start()
     node = start_node("-r", "__ns:=/arm1")
     line = wait_for(lambda: rosout.find("vla_controller running"), 60, "the start-up line on /rosout")
@@ -54,6 +55,7 @@ def test_the_start_up_line_reaches_rosout_with_the_nodes_name_severity_and_place
     # The console shows it in ROS's format, once (not also through the stderr printer).
     shown = [l for l in node.output().splitlines() if "vla_controller running" in l]
     assert len(shown) == 1 and shown[0].startswith("[INFO] [") and "[arm1.vla_controller]: " in shown[0], shown
+    wait_until_serving(peers)
     assert node.stop() == 0
     # And the log file a robot keeps has it as well.
     logs = [p.read_text(errors="replace") for p in tmp_path.glob("*.log")]
@@ -71,8 +73,10 @@ def test_a_warning_on_rosout_is_a_warning(peers, start_node):
 def test_debug_lines_appear_only_at_the_debug_level(peers, start_node):
     rosout = Rosout(peers, "vla_controller")
     peers.start()
+    peers.recorder.attach(peers.node)
     default = start_node()
     wait_for(lambda: rosout.find("vla_controller running"), 60, "the start-up line")
+    wait_until_serving(peers)
     # The first debug line of a start-up comes right after it (with real-time priorities
     # on, the default); "shutting down" comes after that, and the console is complete
     # once the node has exited.
@@ -81,15 +85,19 @@ def test_debug_lines_appear_only_at_the_debug_level(peers, start_node):
     assert not any(l.startswith("[DEBUG]") for l in default.output().splitlines()), default.output()
     assert DEBUG not in rosout.levels()
 
+    with peers.recorder.lock:
+        peers.recorder.diagnostics.clear()
     debug = start_node("--log-level", "debug")
     line = wait_for(lambda: rosout.find("middleware reception threads"), 60, "a debug line on /rosout")
     assert line.level == DEBUG
+    wait_until_serving(peers)
     assert debug.stop() == 0
     assert any(l.startswith("[DEBUG]") and "[vla_controller]: " in l for l in debug.output().splitlines())
 
 
 def test_a_level_for_the_nodes_logger_leaves_only_what_is_at_or_above_it(peers, start_node):
     rosout = Rosout(peers, "vla_controller")
+    peers.recorder.attach(peers.node)
     peers.start()
     node = start_node("--log-level", "vla_controller:=warn", "-p", "dry_run:=true")
     warning = wait_for(lambda: rosout.find("dry_run"), 60, "the dry_run warning")
@@ -98,6 +106,7 @@ def test_a_level_for_the_nodes_logger_leaves_only_what_is_at_or_above_it(peers, 
     # reliable and in order: had it been logged, it would be here by now.
     assert rosout.find("policy loaded and checked") is None
     assert rosout.levels() <= {WARN, ERROR}
+    wait_until_serving(peers)
     assert node.stop() == 0
     out = node.output()
     assert "dry_run" in out and "policy loaded and checked" not in out and "vla_controller running" not in out, out
