@@ -9,31 +9,20 @@ _vla_site=$_vla_venv/lib/python3.11/site-packages
 if [ ! -d "$_vla_venv" ]; then
   echo "scripts/env.sh: $_vla_venv is missing; run 'make setup' first" >&2
 else
-  # Prepends $2 to the path list named $1 unless it is there already, so that sourcing
-  # this file twice changes nothing. (r2r regenerates its bindings whenever
-  # AMENT_PREFIX_PATH changes, and its cache of them loses configuration on the way back.)
+  # The ROS prefix: the venv itself, as /opt/ros/<distro>/setup.bash would set it up.
+  source "$_vla_root/scripts/ros_prefix.sh"
+  # Prepends $2 to the path list named $1 unless it is there already (see ros_prefix.sh).
   _vla_prepend() {
     case ":${!1:-}:" in *":$2:"*) ;; *) export "$1=$2${!1:+:${!1}}" ;; esac
   }
-  export VIRTUAL_ENV=$_vla_venv
-  _vla_prepend PATH "$_vla_venv/bin"
   _vla_prepend PATH "$_vla_root/target/release"
-  # The ROS prefix is the venv itself; the interface package in msg/ installs beside it.
-  _vla_prepend AMENT_PREFIX_PATH "$_vla_venv"
+  # The interface package in msg/ installs beside the prefix.
   _vla_prepend AMENT_PREFIX_PATH "$_vla_root/msg/install"
-  for _d in "$_vla_site"/ros_*.libs; do
-    [ -d "$_d" ] && _vla_prepend LD_LIBRARY_PATH "$_d"
-  done
-  for _d in "$_vla_site/torch/lib" "$_vla_root/msg/install/lib" "$_vla_venv/lib"; do
+  for _d in "$_vla_site/torch/lib" "$_vla_root/msg/install/lib"; do
     _vla_prepend LD_LIBRARY_PATH "$_d"
   done
   _vla_prepend PYTHONPATH "$_vla_root/msg/install/lib/python3.11/site-packages"
   _vla_prepend PYTHONPATH "$_vla_root/python"
-  # librcl in these wheels pulls in rosidl Python typesupport, which needs libpython's
-  # symbols even in a non-Python process such as the node.
-  _vla_libpython=$(python3 -c 'import sysconfig,os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))' 2>/dev/null)
-  case ":${LD_PRELOAD:-}:" in *":$_vla_libpython:"*) ;; *) [ -f "$_vla_libpython" ] && export LD_PRELOAD=$_vla_libpython${LD_PRELOAD:+:$LD_PRELOAD} ;; esac
-  export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
   # Whole camera images over shared memory (see the comment in config/fastdds.xml).
   export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$_vla_root/config/fastdds.xml}
   # tch links the libtorch of the venv's torch==2.11.0.
@@ -43,5 +32,5 @@ else
   # Only the interface packages the node uses get Rust bindings (faster builds).
   export IDL_PACKAGE_FILTER="vla_controller_msgs;std_msgs;sensor_msgs;geometry_msgs;trajectory_msgs;diagnostic_msgs;rosgraph_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;service_msgs;type_description_interfaces"
 fi
-unset _vla_root _vla_venv _vla_site _vla_libpython _d
+unset _vla_root _vla_venv _vla_site _d
 unset -f _vla_prepend

@@ -6,11 +6,11 @@
 # (.venv-lerobot) with LeRobot, for the LeRobot export and its parity tests.
 #
 # On a robot with a normal ROS 2 install (Humble, Jazzy or Kilted sourced) none of
-# this is needed for the node itself: see README.md, "Building on a robot".
+# this is needed for the node itself: see README.md, "On a robot".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v7"
+stamp="$venv/.setup-v8"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -48,6 +48,12 @@ if [ ! -f "$stamp" ]; then
     ros-kilted-ament-cmake-include-directories \
     ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators
 
+  # colcon with its Rust support, as a robot installs it (README, "On a robot"):
+  # tests/ros/test_colcon_package.py builds the package with it. colcon-cargo 0.2 is the
+  # first that finds msg/ (Cargo.toml's [workspace.metadata.colcon]); colcon-ros-cargo
+  # brings cargo-ament-build.
+  "$venv/bin/pip" install -q colcon-common-extensions 'colcon-cargo>=0.2' colcon-ros-cargo
+
   # The wheels link rcl straight to Fast DDS and ship no librmw_implementation.so,
   # which r2r links against.
   ln -sf librmw_fastrtps_cpp.so "$venv/lib/librmw_implementation.so"
@@ -58,7 +64,7 @@ fi
 # A venv made by an older checkout, or the package installed from another folder.
 "$venv/bin/python" -c 'import vla_demo, sys; from pathlib import Path; sys.exit(Path(vla_demo.__file__).resolve().parents[1] != Path(sys.argv[1]) / "python")' "$root" 2>/dev/null || install_package
 
-# LeRobot (python/export_lerobot.py and tests/lerobot). lerobot 0.4.4 pins torch<2.11
+# LeRobot (python -m vla_export.lerobot and tests/lerobot). lerobot 0.4.4 pins torch<2.11
 # and torchvision<0.26, but its policy code runs on the torch 2.11 the node links, and
 # the parity tests must compare against exactly that torch. So LeRobot gets its own
 # environment layered over .venv: a .pth file puts .venv's site-packages (torch, numpy,

@@ -7,7 +7,6 @@
 //! - `vla_controller compare NEW OLD`: two replay outputs against each other;
 //! - `vla_controller tokenize --policy P`: instructions (JSON lines) as the policy reads them.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -52,12 +51,8 @@ const USAGE: &str = "vla_controller: ROS 2 node running a vision-language-action
 
 fn main() -> ExitCode {
     vla_controller::memory::keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    // stderr until the node exists, then rcl's logging (/rosout, console, log file).
+    ros::rosout::install();
     let args = || std::env::args().skip(1);
     // Anything but a subcommand is the node, whose arguments belong to rcl (--ros-args).
     let result = match std::env::args().nth(1).as_deref() {

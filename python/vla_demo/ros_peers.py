@@ -271,3 +271,12 @@ def set_param(node, name, value, node_name: str = "/vla_controller"):
     fut = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=v)]))
     wait_for(fut.done, 10, f"set_parameters {name}")
     return fut.result().results[0]
+
+
+def wait_until_serving(peers, node: str = "vla_controller") -> None:
+    """Until `peers.recorder` has two /diagnostics messages from the node: past its
+    start-up, with its SIGINT handler in place, so that stopping it is a clean shutdown."""
+    def published() -> int:
+        with peers.recorder.lock:
+            return sum(any(node in st.name for st in arr.status) for _, arr in peers.recorder.diagnostics)
+    wait_for(lambda: published() >= 2, 60, "the node's diagnostics")

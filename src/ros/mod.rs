@@ -6,6 +6,7 @@ pub mod native;
 pub mod node;
 pub mod params;
 pub mod publishers;
+pub mod rosout;
 pub mod threads;
 
 pub use node::{run, RosNode};

@@ -51,7 +51,8 @@ impl RosNode {
     /// Initializes ROS 2 from the process's arguments and creates the node.
     pub fn create() -> anyhow::Result<RosNode> {
         let ctx = r2r::Context::create().context("initializing ROS 2")?;
-        let node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
+        let mut node = r2r::Node::create(ctx, NODE_NAME, "").context("creating the node")?;
+        super::rosout::attach(&mut node);
         let params = params::read(&node);
         Ok(RosNode { node, params })
     }
@@ -151,7 +152,8 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
         .build()?;
     let _enter = rt.enter();
 
-    let driver = Driver::new(&cfg, policy, &node.fully_qualified_name()?);
+    let node_name = node.fully_qualified_name()?;
+    let driver = Driver::new(&cfg, policy, &node_name);
     let live = LiveConfig::new(cfg.clone(), driver.policy().meta().clone());
     let shared = Shared {
         pipe: Arc::new(driver.pipeline(&cfg)),
@@ -176,7 +178,13 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
     }
     let spinner = spawn_spinner(node, receivers, shared.running.clone(), priorities.receive)?;
     // Every thread is up: say so (tests and launch tools wait for this line).
-    tracing::info!(cameras = ?cfg.camera_names, control_rate_hz = cfg.control_rate_hz, command = "joint_commands", "vla_controller running");
+    tracing::info!(
+        node = %node_name,
+        cameras = ?cfg.camera_names,
+        control_rate_hz = cfg.control_rate_hz,
+        command = "joint_commands",
+        "vla_controller running"
+    );
 
     rt.block_on(shutdown);
     tracing::info!("shutting down");

@@ -23,6 +23,9 @@ pub fn declare(node: &r2r::Node, cfg: &Config) {
         param.description = Config::spec(&name).map_or("", |s| s.description);
         p.insert(name, param);
     }
+    // As rclcpp and rclpy nodes have it, given or not (the launch file passes it only
+    // when asked).
+    p.entry("use_sim_time".into()).or_insert_with(|| r2r::Parameter::new(ParameterValue::Bool(false)));
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

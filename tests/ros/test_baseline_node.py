@@ -18,8 +18,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vla_controller_msgs.msg import InferenceTiming
 
-from conftest import PARAMS, ROOT, wait_for
-from test_live_node import CONTROL_RATE, instruction, setup_graph, status, two_sided_scene, xy_error
+from vla_demo.node_process import PARAMS, ROOT, wait_for
+from vla_demo.ros_peers import CONTROL_RATE, instruction, setup_graph, status, two_sided_scene, xy_error
 
 BASELINE = ROOT / "benches" / "baseline" / "vla_baseline_node.py"
 

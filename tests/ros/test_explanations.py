@@ -100,7 +100,7 @@ def test_rviz_config_shows_what_the_node_publishes(peers, start_node):
     import yaml
     from vla_demo.node_process import ROOT
 
-    cfg = yaml.safe_load((ROOT / "config" / "vla_controller.rviz").read_text())
+    cfg = yaml.safe_load((ROOT / "rviz" / "vla_controller.rviz").read_text())
     shown = [d["Topic"]["Value"] for d in cfg["Visualization Manager"]["Displays"] if d["Enabled"]]
     assert len(shown) == 4
     peers.start()
