@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v5"
+stamp="$venv/.setup-v6"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -42,7 +42,7 @@ python3 -m venv "$venv"
   ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp \
   ros-kilted-std-msgs ros-kilted-sensor-msgs ros-kilted-trajectory-msgs \
   ros-kilted-diagnostic-msgs ros-kilted-rosgraph-msgs ros-kilted-builtin-interfaces \
-  ros-kilted-rcl-interfaces \
+  ros-kilted-rcl-interfaces ros-kilted-std-srvs ros-kilted-action-msgs \
   torch==2.11.0 numpy pytest rosbags
 # rosidl and ament CMake, to build the interface package in msg/ (scripts/build_msgs.sh).
 "$venv/bin/pip" install -q \
