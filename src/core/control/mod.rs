@@ -1,5 +1,7 @@
 //! From action chunks to commands: [`smoothing`] blends asynchronous chunks into one
-//! action per control tick, [`safety`] is the last gate before a command leaves.
+//! action per control tick, [`safety`] is the last gate before a command leaves, with
+//! the [`limits`] of the parameters file or the robot description.
 
+pub mod limits;
 pub mod safety;
 pub mod smoothing;
