@@ -8,14 +8,12 @@ import threading
 import time
 
 import numpy as np
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from vla_controller_msgs.msg import ActivationGrid, TokenAttention
 
 from vla_demo.node_process import wait_for
-from vla_demo.ros_peers import CONTROL_RATE, instruction, setup_graph, two_sided_scene
+from vla_demo.ros_peers import CONTROL_RATE, instruction, set_param, setup_graph, two_sided_scene
 from vla_demo import scene as sc
 
 QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -43,19 +41,6 @@ class Latest:
 
     def all(self, topics):
         return all(self.get(t) is not None for t in topics)
-
-
-def set_param(node, name, value):
-    client = node.create_client(SetParameters, "/vla_controller/set_parameters")
-    assert client.wait_for_service(timeout_sec=10)
-    v = ParameterValue()
-    if isinstance(value, str):
-        v.type, v.string_value = ParameterType.PARAMETER_STRING, value
-    else:
-        v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, float(value)
-    fut = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=v)]))
-    wait_for(fut.done, 10, f"set_parameters {name}")
-    return fut.result().results[0]
 
 
 def test_explanations_arrive_while_commands_keep_their_rate(peers, start_node):
