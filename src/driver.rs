@@ -255,7 +255,7 @@ impl Driver {
     /// Cancels task `id` if it is in progress; the arm holds.
     pub fn cancel_task(&self, pipe: &Mutex<Pipeline>, id: u64) -> bool {
         let mut slot = lock(&self.task);
-        if !slot.as_ref().is_some_and(|a| a.task.seq() == id) {
+        if slot.as_ref().is_none_or(|a| a.task.seq() != id) {
             return false;
         }
         let active = slot.take().expect("checked");
@@ -445,7 +445,8 @@ impl Driver {
         };
         // The task before the stats: start_task counts (locks the stats) with the task
         // locked.
-        let operator = self.operator_status(enabled, &status);
+        let (level, operator, values) = self.operator(enabled);
+        let operator = status("operator", level, operator, values);
         let mut st = self.stats_mut();
         let mut statuses = vec![status("pipeline", state.level(), message.clone(), st.key_values(&message)), operator];
         for c in health::checks(&mut st.recent, &self.feeds, &self.thresholds, now) {
@@ -454,8 +455,9 @@ impl Driver {
         Output::Diagnostics(statuses)
     }
 
-    /// Enabled, dry run, the task in progress and how past tasks ended.
-    fn operator_status(&self, enabled: bool, status: &dyn Fn(&str, u8, String, Vec<(String, String)>) -> Status) -> Status {
+    /// The operator's status: level, message, and the values enabled, dry run, the task
+    /// in progress and how past tasks ended.
+    fn operator(&self, enabled: bool) -> (u8, String, Vec<(String, String)>) {
         let dry_run = self.dry_run();
         let message = match (enabled, dry_run) {
             (true, false) => "enabled",
@@ -472,7 +474,7 @@ impl Driver {
         for (kind, n) in lock(&self.outcomes).iter() {
             values.push((format!("tasks/{kind}"), n.to_string()));
         }
-        status("operator", u8::from(!enabled || dry_run), message.to_owned(), values)
+        (u8::from(!enabled || dry_run), message.to_owned(), values)
     }
 
     /// Counts what still waits in the synchronizer as dropped with `reason`.
@@ -665,7 +667,7 @@ mod tests {
         let arm: Vec<_> = outputs.iter().filter_map(|o| if let Output::Command { points, joint_names, .. } = o { Some((points, joint_names)) } else { None }).collect();
         let gripper: Vec<_> = outputs.iter().filter_map(|o| if let Output::Gripper { positions } = o { Some(positions) } else { None }).collect();
         assert!(!arm.is_empty() && arm.len() == gripper.len());
-        assert!(arm.iter().all(|(p, names)| p[0].len() == 1 && &***names == ["b"]));
+        assert!(arm.iter().all(|(p, names)| p[0].len() == 1 && ***names == ["b"]));
         assert!(gripper.iter().all(|g| g.len() == 1));
     }
 
