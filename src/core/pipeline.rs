@@ -603,6 +603,8 @@ impl Pipeline {
         self.smoother.reset();
         self.committed.clear();
         self.last_publication = None;
+        // On the new time line, every input arrives after the node was enabled.
+        self.enabled_at = None;
         self.last_arrival.iter_mut().for_each(|a| *a = None);
         self.tick_base = None;
         self.clock_jumped = true;
@@ -923,6 +925,14 @@ mod tests {
         let out = r.core.tick(10 * MS);
         assert!(matches!(out.state, ControlState::Stale { never: true, .. }));
         let outs = drive(&mut r, 20 * MS, 200 * MS, 0.2, None);
+        assert_eq!(outs.last().unwrap().1.state, ControlState::Running);
+
+        // Enabled late on one time line, then the clock jumps back: the inputs of the
+        // new time line are executed.
+        r.core.pipe.set_enabled(false, 200 * MS);
+        r.core.pipe.set_enabled(true, 5000 * MS);
+        r.core.tick(5000 * MS);
+        let outs = drive(&mut r, 0, 300 * MS, 0.4, None);
         assert_eq!(outs.last().unwrap().1.state, ControlState::Running);
     }
 
