@@ -225,7 +225,7 @@ class Bench:
 
     def _diagnostics(self, msg):
         for st in msg.status:
-            if st.name.startswith("/vla_controller"):
+            if st.name.startswith("/vla_controller") and st.name.endswith(": pipeline"):
                 with self.lock:
                     self.counters = {kv.key: kv.value for kv in st.values}
 

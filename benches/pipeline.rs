@@ -1,13 +1,13 @@
 //! `make bench`: time of each stage of the pipeline on this machine, with the demo policy.
 //! Prints median and 99th percentile over many runs; see BENCHMARKS.md.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use vla_controller::core::config::{Config, Device};
+use vla_controller::core::control::limits::JointLimits;
 use vla_controller::core::inputs::image::RawImage;
 use vla_controller::core::inputs::{CameraImage, ImageDecoder};
-use vla_controller::core::pipeline::Pipeline;
 use vla_controller::driver::Driver;
 use vla_controller::explain::{self, Method, Settings};
 use vla_controller::policy::{self, CheckAgainst, PolicyRunner};
@@ -68,7 +68,7 @@ fn main() {
 
     // The pipeline through the driver, as the node runs it (counters included).
     let driver = Driver::new(&cfg, policy.clone(), "/vla_controller");
-    let core = driver.pipeline(&cfg);
+    let core = driver.pipeline(&cfg, JointLimits::from_config(&cfg));
     driver.instruction(&core, "pick up the red block");
     let names = cfg.joint_names.clone();
     let q = vec![0.0, 1.2, -1.8, -0.9, 0.0, 0.04];
@@ -83,7 +83,8 @@ fn main() {
         }
     }
     let o = obs.last().expect("observations").clone();
-    let out = policy.infer(&o.images, &o.state, &o.tokens, 0).unwrap();
+    let result = policy.infer(&o.images, &o.state, &o.tokens, 0);
+    let out = result.as_ref().expect("the demo policy runs");
     let mut now = 330 * ms;
     measure("policy forward pass (batch 1)", 200, || {
         std::hint::black_box(policy.infer(&o.images, &o.state, &o.tokens, 0).unwrap());
@@ -101,13 +102,11 @@ fn main() {
     let period = cfg.control_period_ns();
     let mut k = 0u64;
     let mut outputs = Vec::new();
-    let mut events = vla_controller::core::pipeline::Events::new();
     measure("joint state + control tick (ensemble, safety filter)", 20_000, || {
         // Every tick a joint state, every other tick a new chunk (inference at ~25 Hz).
         driver.joint_state(&core, now, now, &names, &q);
         if k % 2 == 0 {
-            core.lock().unwrap().on_chunk(o.stamp, now, o.instruction_seq, &out.actions, &mut events);
-            events.clear();
+            driver.apply(&core, &o, &result, now, &mut outputs);
         }
         std::hint::black_box(driver.tick(&core, now, &mut outputs));
         outputs.clear();
@@ -127,7 +126,7 @@ fn main() {
     // only), and the occlusion grids (1 + 3 x 192 inputs).
     let attention = Settings { method: Method::PolicyAttention, ..Settings::from_config(&cfg) };
     measure("render all four explanation images (policy_attention)", 200, || {
-        std::hint::black_box(explain::explain(policy.as_ref(), &o, &out, &attention).unwrap());
+        std::hint::black_box(explain::explain(policy.as_ref(), &o, out, &attention).unwrap());
     });
     let cam = o.cameras[0].rgb().unwrap();
     measure("  of which: one 640x480 overlay", 200, || {

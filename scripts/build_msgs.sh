@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/.venv
 src=$root/msg
 stamp=$src/install/.built
-if [ -f "$stamp" ] && [ -z "$(find "$src/msg" "$src/CMakeLists.txt" "$src/package.xml" -newer "$stamp")" ]; then
+if [ -f "$stamp" ] && [ -z "$(find "$src/msg" "$src/action" "$src/CMakeLists.txt" "$src/package.xml" -newer "$stamp")" ]; then
   exit 0
 fi
 source "$root/scripts/env.sh"

@@ -30,7 +30,7 @@ else
   # r2r 0.9.7 does not know "kilted"; Kilted's headers build with the jazzy bindings.
   export ROS_DISTRO=jazzy
   # Only the interface packages the node uses get Rust bindings (faster builds).
-  export IDL_PACKAGE_FILTER="vla_controller_msgs;std_msgs;sensor_msgs;geometry_msgs;trajectory_msgs;diagnostic_msgs;rosgraph_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;service_msgs;type_description_interfaces"
+  export IDL_PACKAGE_FILTER="vla_controller_msgs;std_msgs;std_srvs;sensor_msgs;geometry_msgs;trajectory_msgs;diagnostic_msgs;rosgraph_msgs;builtin_interfaces;rcl_interfaces;action_msgs;unique_identifier_msgs;service_msgs;type_description_interfaces"
 fi
 unset _vla_root _vla_venv _vla_site _d
 unset -f _vla_prepend

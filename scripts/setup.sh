@@ -10,7 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-stamp="$venv/.setup-v8"
+stamp="$venv/.setup-v9"
 
 apt_needed=()
 # bindgen (r2r) needs libclang; cmake builds the interface package in msg/ later on.
@@ -39,7 +39,7 @@ if [ ! -f "$stamp" ]; then
     ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp \
     ros-kilted-std-msgs ros-kilted-sensor-msgs ros-kilted-trajectory-msgs \
     ros-kilted-diagnostic-msgs ros-kilted-rosgraph-msgs ros-kilted-builtin-interfaces \
-    ros-kilted-rcl-interfaces \
+    ros-kilted-rcl-interfaces ros-kilted-std-srvs ros-kilted-action-msgs \
     torch==2.11.0 numpy pytest rosbags \
     tokenizers==0.22.2
   # rosidl and ament CMake, to build the interface package in msg/ (scripts/build_msgs.sh).

@@ -4,18 +4,30 @@
 //! these steps (threads and timers, or the recording's clock) and where the outputs go
 //! (publishers, or a bag writer).
 //!
+//! The driver also carries what the operator changes while the node runs: enabled or
+//! not, dry run or not, and the task (a goal of the action) in progress.
+//!
 //! The pipeline is passed in behind a mutex, which the node shares between its threads
 //! and the replay holds alone; every step counts what it did in the driver's stats.
+//! Where several are locked at once, the order is: task, pipeline, stats.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::core::config::{CommandType, Config};
+use futures::channel::oneshot;
+
+use crate::core::config::{secs_to_ns, CommandType, Config};
 use crate::core::contract::PolicyKind;
+use crate::core::control::limits::JointLimits;
+use crate::core::health::{self, Feed, Thresholds};
 use crate::core::inputs::{CameraImage, ImageDecoder};
-use crate::core::pipeline::{ControlState, Events, Observation, Pipeline};
+use crate::core::pipeline::{ControlState, Events, Observation, Pipeline, TickOutput};
 use crate::core::stats::{self, SharedStats, Stats};
-use crate::core::topics::{InputNames, NODE_NAME};
+use crate::core::task::{Outcome, Progress, SettleRule, Task};
+use crate::core::topics::{Input, InputNames, NODE_NAME};
+use crate::core::window::Recent;
 use crate::error::Result;
 use crate::explain::{self, Explanation, Settings};
 use crate::policy::flow::Inpainting;
@@ -24,8 +36,13 @@ use crate::policy::{Batch, BatchTokens, PolicyOutput, PolicyRunner, Priority};
 /// What the node sends out, as plain values; `crate::ros::msgs` turns them into messages.
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// The command of one control tick, in `joint_names` order.
-    Command { stamp: i64, positions: Vec<f64>, kind: CommandType, joint_names: Arc<[String]>, period_ns: i64 },
+    /// The arm's command (`joint_names` without the gripper joints): the command of the
+    /// tick at `stamp`, then for a multi-point trajectory the planned commands of the
+    /// ticks after it, one control period apart.
+    Command { stamp: i64, points: Vec<Vec<f64>>, kind: CommandType, joint_names: Arc<[String]>, period_ns: i64 },
+    /// The gripper joints' command of one control tick, in `gripper_joints`' order of
+    /// `joint_names`.
+    Gripper { positions: Vec<f64> },
     /// The smoothed action about to be executed, before the safety filter.
     Predicted { stamp: i64, positions: Vec<f64>, joint_names: Arc<[String]> },
     /// The stamp of the newest camera set whose chunk a command uses.
@@ -34,8 +51,9 @@ pub enum Output {
     Chunk { start: i64, set_stamp: i64, commands: Vec<Vec<f64>>, joint_names: Arc<[String]>, period_ns: i64 },
     /// One explained inference.
     Explanation(Box<Explained>),
-    /// The node's status: its state and every counter.
-    Diagnostics(Status),
+    /// The node's status, one per concern: the pipeline (its state and every counter)
+    /// first, then the operator's controls, camera sync, input rates, inference.
+    Diagnostics(Vec<Status>),
 }
 
 /// An inference with its explanation.
@@ -52,12 +70,40 @@ pub struct Explained {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     pub stamp: i64,
-    /// `<node's full name>: pipeline`.
+    /// `<node's full name>: <concern>`, e.g. `/vla_controller: pipeline`.
     pub name: String,
     /// 0 OK, 1 WARN, 2 ERROR.
     pub level: u8,
     pub message: String,
     pub values: Vec<(String, String)>,
+}
+
+/// How a task ended, for the action's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEnd {
+    pub outcome: Outcome,
+    pub elapsed_ns: i64,
+    /// The last command, `joint_names` order (empty if there was none).
+    pub command: Vec<f64>,
+}
+
+/// The task in progress and where its end goes.
+struct ActiveTask {
+    task: Task,
+    done: oneshot::Sender<TaskEnd>,
+}
+
+/// Which joints go where: the arm's on the command topic, the gripper's on their own.
+struct Split {
+    arm: Vec<usize>,
+    gripper: Vec<usize>,
+    arm_names: Arc<[String]>,
+}
+
+impl Split {
+    fn pick(indices: &[usize], v: &[f64]) -> Vec<f64> {
+        indices.iter().map(|&i| v[i]).collect()
+    }
 }
 
 pub struct Driver {
@@ -66,17 +112,28 @@ pub struct Driver {
     names: InputNames,
     joint_names: Arc<[String]>,
     camera_names: Arc<[String]>,
+    split: Split,
     command_type: CommandType,
     period_ns: i64,
-    dry_run: bool,
+    dry_run: AtomicBool,
+    /// Dry run was switched on: the next tick sends the last command sent once more, so
+    /// that a trajectory controller stops there instead of finishing the plan.
+    stop_pending: AtomicBool,
+    last_sent: Mutex<Option<Vec<f64>>>,
     /// Real-time chunking's largest guidance weight.
     max_guidance_weight: f64,
-    status_name: String,
+    node_name: String,
     stats: SharedStats,
+    task: Mutex<Option<ActiveTask>>,
+    /// How many tasks ended, by outcome.
+    outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    settle: SettleRule,
+    thresholds: Thresholds,
+    feeds: Vec<(String, Feed)>,
 }
 
-fn lock(pipe: &Mutex<Pipeline>) -> MutexGuard<'_, Pipeline> {
-    pipe.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Driver {
@@ -86,18 +143,41 @@ impl Driver {
         if cfg.dry_run {
             tracing::warn!("dry_run: computing and explaining, publishing no commands");
         }
+        if !cfg.start_enabled {
+            tracing::warn!("start_enabled is false: holding until enabled through ~/enable");
+        }
+        let (arm, gripper) = cfg.arm_and_gripper();
+        let names = InputNames::new(&cfg.camera_names);
+        let feeds = names
+            .subscribed()
+            .filter_map(|(input, topic)| match input {
+                Input::Camera(_) => Some((topic.to_owned(), Feed::Camera)),
+                Input::JointStates => Some((topic.to_owned(), Feed::JointStates)),
+                _ => None,
+            })
+            .collect();
+        let stats = SharedStats::default();
+        stats::lock(&stats).recent = Recent::new(secs_to_ns(cfg.diagnostics_window_s));
         Driver {
             decoder: ImageDecoder::new(cfg, policy.meta()),
             policy,
-            names: InputNames::new(&cfg.camera_names),
+            names,
             joint_names: cfg.joint_names.clone().into(),
             camera_names: cfg.camera_names.clone().into(),
+            split: Split { arm_names: arm.iter().map(|&i| cfg.joint_names[i].clone()).collect(), arm, gripper },
             command_type: cfg.command_type,
             period_ns: cfg.control_period_ns(),
-            dry_run: cfg.dry_run,
+            dry_run: AtomicBool::new(cfg.dry_run),
+            stop_pending: AtomicBool::new(false),
+            last_sent: Mutex::new(None),
             max_guidance_weight: cfg.rtc_max_guidance_weight,
-            status_name: format!("{node_name}: pipeline"),
-            stats: SharedStats::default(),
+            node_name: node_name.to_owned(),
+            stats,
+            task: Mutex::new(None),
+            outcomes: Mutex::new(BTreeMap::new()),
+            settle: SettleRule::from_config(cfg),
+            thresholds: Thresholds::from_config(cfg),
+            feeds,
         }
     }
 
@@ -106,10 +186,10 @@ impl Driver {
         format!("/{NODE_NAME}")
     }
 
-    /// A new pipeline for `cfg` (the configuration the driver was made with) and the
-    /// driver's policy.
-    pub fn pipeline(&self, cfg: &Config) -> Mutex<Pipeline> {
-        Mutex::new(Pipeline::new(cfg, self.policy.meta(), self.policy.tokenizer().cloned()))
+    /// A new pipeline for `cfg` (the configuration the driver was made with), the
+    /// driver's policy and the joint limits in force.
+    pub fn pipeline(&self, cfg: &Config, limits: JointLimits) -> Mutex<Pipeline> {
+        Mutex::new(Pipeline::new(cfg, self.policy.meta(), self.policy.tokenizer().cloned()).with_limits(limits))
     }
 
     pub fn stats(&self) -> &SharedStats {
@@ -118,6 +198,10 @@ impl Driver {
 
     pub fn policy(&self) -> &Arc<dyn PolicyRunner> {
         &self.policy
+    }
+
+    pub fn joint_names(&self) -> &Arc<[String]> {
+        &self.joint_names
     }
 
     fn count(&self, events: &mut Events) {
@@ -136,6 +220,7 @@ impl Driver {
         let mut events = Events::new();
         let observations = lock(pipe).on_image(camera, image, now, decoded, &mut events);
         self.count(&mut events);
+        self.stats_mut().recent.arrival(self.names.topic(Input::Camera(camera)), now);
         observations
     }
 
@@ -143,12 +228,111 @@ impl Driver {
         let mut events = Events::new();
         lock(pipe).on_joint_state(stamp, now, names, positions, &mut events);
         self.count(&mut events);
+        self.stats_mut().recent.arrival(self.names.topic(Input::JointStates), now);
     }
 
+    /// An instruction from the topic. A new one preempts the task in progress.
     pub fn instruction(&self, pipe: &Mutex<Pipeline>, text: &str) {
         let mut events = Events::new();
-        lock(pipe).on_instruction(text, &mut events);
+        let new = lock(pipe).on_instruction(text, &mut events);
         self.count(&mut events);
+        let Some(seq) = new else { return };
+        let mut slot = lock(&self.task);
+        if slot.as_ref().is_some_and(|a| a.task.seq() < seq) {
+            let active = slot.take().expect("checked");
+            self.end_task(pipe, active, Outcome::Preempted(format!("the instruction {:?} on the topic", text.trim())));
+        }
+    }
+
+    /// Starts a task (a goal) at `now`: the instruction `text` until it settles, for at
+    /// most `time_limit_ns` (0: no limit). It preempts the task in progress. Refused,
+    /// with the reason, while disabled or for an instruction the topic would reject.
+    /// Returns the task's id and where its end will be sent.
+    pub fn start_task(&self, pipe: &Mutex<Pipeline>, text: &str, time_limit_ns: i64, now: i64) -> std::result::Result<(u64, oneshot::Receiver<TaskEnd>), String> {
+        let mut slot = lock(&self.task);
+        let mut events = Events::new();
+        let started = {
+            let mut p = lock(pipe);
+            if p.enabled() { p.start_task(text, &mut events) } else { Err("the node is disabled (~/enable)".to_owned()) }
+        };
+        self.count(&mut events);
+        let seq = started?;
+        if let Some(old) = slot.take() {
+            self.end_task(pipe, old, Outcome::Preempted("a new goal".into()));
+        }
+        let (done, end) = oneshot::channel();
+        *slot = Some(ActiveTask { task: Task::new(seq, now, time_limit_ns, self.settle), done });
+        tracing::info!(task = seq, instruction = text.trim(), time_limit_s = time_limit_ns as f64 / 1e9, "task started");
+        Ok((seq, end))
+    }
+
+    /// Cancels task `id` if it is in progress; the arm holds.
+    pub fn cancel_task(&self, pipe: &Mutex<Pipeline>, id: u64) -> bool {
+        let mut slot = lock(&self.task);
+        if slot.as_ref().is_none_or(|a| a.task.seq() != id) {
+            return false;
+        }
+        let active = slot.take().expect("checked");
+        self.end_task(pipe, active, Outcome::Cancelled);
+        true
+    }
+
+    /// The progress of task `id`, while it is in progress.
+    pub fn task_progress(&self, id: u64) -> Option<Progress> {
+        lock(&self.task).as_ref().filter(|a| a.task.seq() == id).map(|a| a.task.progress().clone())
+    }
+
+    /// Ends a task: the arm holds unless it was preempted; its end goes to whoever
+    /// waits for it. Called with the task locked.
+    fn end_task(&self, pipe: &Mutex<Pipeline>, active: ActiveTask, outcome: Outcome) {
+        let seq = active.task.seq();
+        if outcome.holds() {
+            let mut p = lock(pipe);
+            if p.instruction_seq() == Some(seq) {
+                p.clear_instruction();
+            }
+        }
+        *lock(&self.outcomes).entry(outcome.kind()).or_default() += 1;
+        let progress = active.task.progress();
+        tracing::info!(task = seq, elapsed_s = progress.elapsed_ns as f64 / 1e9, "task ended: {}", outcome.message());
+        // The receiver is gone when the goal's client went away: nothing to tell.
+        let _ = active.done.send(TaskEnd { elapsed_ns: progress.elapsed_ns, command: progress.command.clone(), outcome });
+    }
+
+    /// Enables or disables the node at `now` (disabled, it holds and executes nothing
+    /// new); returns what happened, in words.
+    pub fn set_enabled(&self, pipe: &Mutex<Pipeline>, enabled: bool, now: i64) -> String {
+        let changed = lock(pipe).set_enabled(enabled, now);
+        let message = match (enabled, changed) {
+            (true, true) => "enabled: executing the policy's actions again",
+            (false, true) => "disabled: holding position, nothing new executed",
+            (true, false) => "already enabled",
+            (false, false) => "already disabled",
+        };
+        if changed {
+            tracing::warn!("{message}");
+        }
+        message.to_owned()
+    }
+
+    /// Switches dry run. On, commands stop going out (one last command repeats the last
+    /// one sent, to stop a trajectory controller there); off, the next command starts
+    /// from the measured joint state, not from what the dry run computed.
+    pub fn set_dry_run(&self, pipe: &Mutex<Pipeline>, on: bool) {
+        if self.dry_run.swap(on, Ordering::AcqRel) == on {
+            return;
+        }
+        if on {
+            self.stop_pending.store(true, Ordering::Release);
+            tracing::warn!("dry_run on: computing and explaining, publishing no commands");
+        } else {
+            lock(pipe).reanchor();
+            tracing::warn!("dry_run off: commands go out again, from the measured joint state");
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.load(Ordering::Acquire)
     }
 
     /// Whether to infer `obs` now (real-time chunking waits for its execution horizon,
@@ -185,9 +369,14 @@ impl Driver {
             .infer_batch(&batch, Priority::Control)
             .and_then(|mut out| out.pop().ok_or_else(|| crate::Error::Inference("no output for a batch of one".into())))
             .and_then(PolicyOutput::finite);
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let mut st = self.stats_mut();
         match &result {
-            Ok(_) => self.stats_mut().inferred(t0.elapsed().as_secs_f64() * 1e3),
-            Err(e) => self.stats_mut().inference_failed(&e.to_string()),
+            Ok(_) => {
+                st.inferred(ms);
+                st.recent.latency.push(obs.arrival, ms);
+            }
+            Err(e) => st.inference_failed(&e.to_string()),
         }
         result
     }
@@ -248,37 +437,98 @@ impl Driver {
                 _ => tracing::warn!("{}", out.state),
             }
         }
-        if !self.dry_run {
-            if let Some(positions) = out.command {
-                outputs.push(Output::Command {
-                    stamp: now,
-                    positions,
-                    kind: self.command_type,
-                    joint_names: self.joint_names.clone(),
-                    period_ns: self.period_ns,
-                });
-            }
-            if let Some(set_stamp) = out.source {
-                outputs.push(Output::CommandSource { set_stamp });
+        {
+            let mut slot = lock(&self.task);
+            if let Some(outcome) = slot.as_mut().and_then(|a| a.task.update(now, &out)) {
+                let active = slot.take().expect("just updated");
+                self.end_task(pipe, active, outcome);
             }
         }
+        self.commands(now, &out, outputs);
         if let Some(positions) = out.target {
             outputs.push(Output::Predicted { stamp: now, positions, joint_names: self.joint_names.clone() });
         }
         out.state_changed.then_some(out.state)
     }
 
-    /// The node's status at `now`.
-    pub fn diagnostics(&self, pipe: &Mutex<Pipeline>, now: i64) -> Output {
-        let state = lock(pipe).state().clone();
-        let message = state.to_string();
-        Output::Diagnostics(Status {
+    /// The command outputs of a tick: the arm's when it goes out (with the plan ahead),
+    /// the gripper's every tick; none in a dry run, but for the one stop after it began.
+    fn commands(&self, now: i64, out: &TickOutput, outputs: &mut Vec<Output>) {
+        let arm = |points: Vec<Vec<f64>>| Output::Command {
             stamp: now,
-            name: self.status_name.clone(),
-            level: state.level(),
-            values: self.stats_mut().key_values(&message),
+            points,
+            kind: self.command_type,
+            joint_names: self.split.arm_names.clone(),
+            period_ns: self.period_ns,
+        };
+        let gripper = |cmd: &[f64]| (!self.split.gripper.is_empty()).then(|| Output::Gripper { positions: Split::pick(&self.split.gripper, cmd) });
+        if self.dry_run() {
+            if self.stop_pending.swap(false, Ordering::AcqRel) {
+                if let Some(last) = lock(&self.last_sent).clone() {
+                    outputs.push(arm(vec![Split::pick(&self.split.arm, &last)]));
+                    outputs.extend(gripper(&last));
+                }
+            }
+            return;
+        }
+        let Some(cmd) = &out.command else { return };
+        if out.publish {
+            let points = std::iter::once(cmd).chain(&out.plan).map(|p| Split::pick(&self.split.arm, p)).collect();
+            outputs.push(arm(points));
+            *lock(&self.last_sent) = Some(cmd.clone());
+            if let Some(set_stamp) = out.source {
+                outputs.push(Output::CommandSource { set_stamp });
+            }
+        }
+        outputs.extend(gripper(cmd));
+    }
+
+    /// The node's status at `now`, one per concern.
+    pub fn diagnostics(&self, pipe: &Mutex<Pipeline>, now: i64) -> Output {
+        let (state, enabled) = {
+            let p = lock(pipe);
+            (p.state().clone(), p.enabled())
+        };
+        let message = state.to_string();
+        let status = |concern: &str, level: u8, message: String, values: Vec<(String, String)>| Status {
+            stamp: now,
+            name: format!("{}: {concern}", self.node_name),
+            level,
             message,
-        })
+            values,
+        };
+        // The task before the stats: start_task counts (locks the stats) with the task
+        // locked.
+        let (level, operator, values) = self.operator(enabled);
+        let operator = status("operator", level, operator, values);
+        let mut st = self.stats_mut();
+        let mut statuses = vec![status("pipeline", state.level(), message.clone(), st.key_values(&message)), operator];
+        for c in health::checks(&mut st.recent, &self.feeds, &self.thresholds, now) {
+            statuses.push(status(c.concern, c.level, c.message, c.values));
+        }
+        Output::Diagnostics(statuses)
+    }
+
+    /// The operator's status: level, message, and the values enabled, dry run, the task
+    /// in progress and how past tasks ended.
+    fn operator(&self, enabled: bool) -> (u8, String, Vec<(String, String)>) {
+        let dry_run = self.dry_run();
+        let message = match (enabled, dry_run) {
+            (true, false) => "enabled",
+            (false, false) => "disabled: holding",
+            (true, true) => "dry run: commands are computed, not sent",
+            (false, true) => "disabled, dry run",
+        };
+        let mut values = vec![("enabled".to_owned(), enabled.to_string()), ("dry_run".to_owned(), dry_run.to_string())];
+        let task = lock(&self.task).as_ref().map(|a| (a.task.seq(), a.task.progress().clone()));
+        values.push((
+            "task".to_owned(),
+            task.map_or("none".to_owned(), |(seq, p)| format!("#{seq}, {:.1} s, {}", p.elapsed_ns as f64 / 1e9, p.state)),
+        ));
+        for (kind, n) in lock(&self.outcomes).iter() {
+            values.push((format!("tasks/{kind}"), n.to_string()));
+        }
+        (u8::from(!enabled || dry_run), message.to_owned(), values)
     }
 
     /// Counts what still waits in the synchronizer as dropped with `reason`.
@@ -337,15 +587,26 @@ mod tests {
     impl Rig {
         fn new(cfg: Config, fault: Fault) -> Self {
             let policy = Arc::new(FakePolicy::new(meta()).unwrap().with_fault(fault));
+            Self::with_policy(cfg, policy)
+        }
+
+        fn with_policy(cfg: Config, policy: Arc<dyn PolicyRunner>) -> Self {
             let driver = Driver::new(&cfg, policy, "/test");
-            Rig { pipe: driver.pipeline(&cfg), driver }
+            let limits = JointLimits::from_config(&cfg);
+            Rig { pipe: driver.pipeline(&cfg, limits), driver }
         }
 
         /// Inputs at `t`, every completed set inferred and applied, then one tick.
         fn step(&self, t: i64, outputs: &mut Vec<Output>) -> Vec<(Observation, PolicyOutput)> {
+            self.step_with(t, [0.0, 0.0], 2, outputs)
+        }
+
+        /// As `step`, with the measured joint state `q` and images from the first
+        /// `cameras` cameras only.
+        fn step_with(&self, t: i64, q: [f64; 2], cameras: usize, outputs: &mut Vec<Output>) -> Vec<(Observation, PolicyOutput)> {
             let mut inferred = Vec::new();
-            self.driver.joint_state(&self.pipe, t, t, &["a".into(), "b".into()], &[0.0, 0.0]);
-            for cam in 0..2 {
+            self.driver.joint_state(&self.pipe, t, t, &["a".into(), "b".into()], &q);
+            for cam in 0..cameras {
                 for mut obs in self.driver.image(&self.pipe, cam, image(cam, t), t) {
                     if !self.driver.prepare(&self.pipe, &mut obs) {
                         continue;
@@ -360,6 +621,23 @@ mod tests {
             self.driver.tick(&self.pipe, t, outputs);
             inferred
         }
+
+        /// Steps every 10 ms from `from` (ms) until `until` says stop or 5 s pass;
+        /// returns the time of the last step (ms).
+        fn run_until(&self, from: i64, mut until: impl FnMut(&Self, i64) -> bool) -> i64 {
+            let mut outputs = Vec::new();
+            let mut t = from;
+            while t < from + 5000 && !until(self, t) {
+                self.step(t * MS, &mut outputs);
+                t += 10;
+            }
+            t
+        }
+    }
+
+    /// The first point of every arm command among `outputs`.
+    fn commands(outputs: &[Output]) -> Vec<Vec<f64>> {
+        outputs.iter().filter_map(|o| if let Output::Command { points, .. } = o { Some(points[0].clone()) } else { None }).collect()
     }
 
     #[test]
@@ -374,9 +652,9 @@ mod tests {
         let commands: Vec<&Vec<f64>> = outputs
             .iter()
             .filter_map(|o| match o {
-                Output::Command { positions, kind, .. } => {
-                    assert_eq!(*kind, CommandType::Float64MultiArray);
-                    Some(positions)
+                Output::Command { points, kind, joint_names, .. } => {
+                    assert_eq!((*kind, points.len(), &**joint_names), (CommandType::Float64MultiArray, 1, &["a".to_owned(), "b".to_owned()][..]));
+                    Some(&points[0])
                 }
                 _ => None,
             })
@@ -396,8 +674,13 @@ mod tests {
         assert!(explanation.grids.iter().all(|g| g.len() == 12 && g.iter().any(|v| *v > 0.0)), "occlusion moves the fake chunk");
         assert_eq!(explanation.overlays[0].dimensions(), (32, 24));
 
-        let Output::Diagnostics(status) = rig.driver.diagnostics(&rig.pipe, 0) else { panic!() };
+        let Output::Diagnostics(statuses) = rig.driver.diagnostics(&rig.pipe, 90 * MS) else { panic!() };
+        let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["/test: pipeline", "/test: operator", "/test: camera sync", "/test: input rates", "/test: inference"]);
+        let status = &statuses[0];
         assert_eq!((status.name.as_str(), status.level), ("/test: pipeline", 0));
+        assert_eq!((statuses[1].level, statuses[1].message.as_str()), (0, "enabled"));
+        assert_eq!(statuses[4].values[0], ("inferences in window".to_owned(), inferred.len().saturating_add(1).to_string()));
         let value = |k: &str| status.values.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         assert_eq!(value("inferences"), Some(inferred.len().saturating_add(1).to_string()));
         assert_eq!(value("explanations").as_deref(), Some("1"));
@@ -429,6 +712,170 @@ mod tests {
     }
 
     #[test]
+    fn gripper_joints_go_out_on_their_own_every_tick() {
+        let rig = Rig::new(Config { gripper_joints: vec!["a".into()], ..config() }, Fault::None);
+        rig.driver.instruction(&rig.pipe, "go");
+        let mut outputs = Vec::new();
+        for k in 0..10 {
+            rig.step(k * 10 * MS, &mut outputs);
+        }
+        let arm: Vec<_> = outputs.iter().filter_map(|o| if let Output::Command { points, joint_names, .. } = o { Some((points, joint_names)) } else { None }).collect();
+        let gripper: Vec<_> = outputs.iter().filter_map(|o| if let Output::Gripper { positions } = o { Some(positions) } else { None }).collect();
+        assert!(!arm.is_empty() && arm.len() == gripper.len());
+        assert!(arm.iter().all(|(p, names)| p[0].len() == 1 && ***names == ["b"]));
+        assert!(gripper.iter().all(|g| g.len() == 1));
+    }
+
+    #[test]
+    fn trajectories_carry_the_plan_at_their_rate() {
+        let cfg = Config { command_type: CommandType::JointTrajectory, trajectory_horizon: 4, trajectory_rate_hz: 50.0, ..config() };
+        let rig = Rig::new(cfg, Fault::None);
+        rig.driver.instruction(&rig.pipe, "go");
+        let mut per_tick = Vec::new();
+        for k in 0..20 {
+            let mut outputs = Vec::new();
+            rig.step(k * 10 * MS, &mut outputs);
+            per_tick.push(outputs.iter().find_map(|o| if let Output::Command { points, period_ns, .. } = o { Some((points.len(), *period_ns)) } else { None }));
+        }
+        let first = per_tick.iter().position(Option::is_some).unwrap();
+        for (i, sent) in per_tick[first..].iter().enumerate() {
+            match sent {
+                // The fake policy's chunks hold 5 actions: the plan can be shorter than 4.
+                Some((n, period)) => assert!(i % 2 == 0 && (1..=4).contains(n) && *period == 10 * MS, "tick {i}: {sent:?}"),
+                None => assert!(i % 2 == 1, "tick {i}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dry_run_at_run_time_stops_once_and_resumes_from_the_measured_state() {
+        let rig = Rig::new(config(), Fault::None);
+        rig.driver.instruction(&rig.pipe, "go");
+        let mut outputs = Vec::new();
+        for k in 0..10 {
+            rig.step(k * 10 * MS, &mut outputs);
+        }
+        let last = commands(&outputs).pop().unwrap();
+        rig.driver.set_dry_run(&rig.pipe, true);
+        let mut during = Vec::new();
+        for k in 10..12 {
+            // The arm is moved by hand meanwhile (farther than the dry run's commands
+            // could follow in two ticks).
+            rig.step_with(k * 10 * MS, [0.6, 0.6], 2, &mut during);
+        }
+        assert_eq!(commands(&during), vec![last], "one stop at the last command sent, then nothing");
+        assert!(during.iter().any(|o| matches!(o, Output::Predicted { .. })));
+        rig.driver.set_dry_run(&rig.pipe, false);
+        let mut after = Vec::new();
+        rig.step_with(120 * MS, [0.6, 0.6], 2, &mut after);
+        let first = commands(&after).pop().expect("commands again");
+        assert!(first.iter().all(|q| (q - 0.6).abs() <= 0.1 + 1e-12), "one step from the measured state: {first:?}");
+    }
+
+    #[test]
+    fn disabled_holds_and_is_reported() {
+        let rig = Rig::new(config(), Fault::None);
+        rig.driver.instruction(&rig.pipe, "go");
+        let mut outputs = Vec::new();
+        for k in 0..10 {
+            rig.step(k * 10 * MS, &mut outputs);
+        }
+        assert_eq!(rig.driver.set_enabled(&rig.pipe, false, 100 * MS), "disabled: holding position, nothing new executed");
+        assert_eq!(rig.driver.set_enabled(&rig.pipe, false, 100 * MS), "already disabled");
+        let mut held = Vec::new();
+        for k in 10..20 {
+            rig.step(k * 10 * MS, &mut held);
+        }
+        let held = commands(&held);
+        assert!(held.len() == 10 && held.iter().all(|c| *c == held[0]));
+        let Output::Diagnostics(st) = rig.driver.diagnostics(&rig.pipe, 200 * MS) else { panic!() };
+        assert_eq!((st[0].message.as_str(), st[1].level, st[1].message.as_str()), ("holding: disabled", 1, "disabled: holding"));
+        assert!(st[1].values.contains(&("enabled".into(), "false".into())));
+        assert!(rig.driver.start_task(&rig.pipe, "go", 0, 200 * MS).unwrap_err().contains("disabled"));
+        rig.driver.set_enabled(&rig.pipe, true, 200 * MS);
+        rig.run_until(200, |r, _| lock(&r.pipe).state() == &ControlState::Running);
+    }
+
+    /// A task's end, once it came.
+    fn ended(end: &mut oneshot::Receiver<TaskEnd>) -> Option<TaskEnd> {
+        end.try_recv().expect("the task's end is sent")
+    }
+
+    #[test]
+    fn a_task_settles_then_the_arm_holds() {
+        let rig = Rig::new(Config { goal_settle_speed: 0.05, goal_settle_time_s: 0.1, ..config() }, Fault::None);
+        let (id, mut end) = rig.driver.start_task(&rig.pipe, "go left", 0, 0).unwrap();
+        let mut result = None;
+        rig.run_until(0, |_, _| {
+            result = ended(&mut end);
+            result.is_some()
+        });
+        let result = result.expect("settled");
+        assert_eq!(result.outcome, Outcome::Settled);
+        assert!(result.elapsed_ns >= 100 * MS && result.command.len() == 2, "{result:?}");
+        assert_eq!(rig.driver.task_progress(id), None);
+        assert_eq!(lock(&rig.pipe).instruction(), None, "the instruction is withdrawn: the arm holds");
+        let Output::Diagnostics(st) = rig.driver.diagnostics(&rig.pipe, 0) else { panic!() };
+        assert!(st[1].values.contains(&("tasks/settled".into(), "1".into())), "{:?}", st[1]);
+    }
+
+    #[test]
+    fn a_task_ends_at_its_time_limit_on_cancel_and_on_preemption() {
+        let rig = Rig::new(Config { goal_settle_time_s: 100.0, ..config() }, Fault::None);
+        let (_, mut end) = rig.driver.start_task(&rig.pipe, "go", 150 * MS, 0).unwrap();
+        let t = rig.run_until(0, |_, _| end.try_recv().unwrap().is_some());
+        assert!((150..=170).contains(&t), "ended at {t} ms");
+
+        let (id, mut end) = rig.driver.start_task(&rig.pipe, "go", 0, t * MS).unwrap();
+        rig.run_until(t, |r, _| r.driver.task_progress(id).is_some_and(|p| p.state == "running"));
+        assert!(!rig.driver.cancel_task(&rig.pipe, id + 1), "not that task");
+        assert!(rig.driver.cancel_task(&rig.pipe, id));
+        assert_eq!(ended(&mut end).unwrap().outcome, Outcome::Cancelled);
+        assert_eq!(lock(&rig.pipe).instruction(), None);
+
+        let (_, mut first) = rig.driver.start_task(&rig.pipe, "one", 0, 0).unwrap();
+        let (_, mut second) = rig.driver.start_task(&rig.pipe, "two", 0, 0).unwrap();
+        assert_eq!(ended(&mut first).unwrap().outcome, Outcome::Preempted("a new goal".into()));
+        rig.driver.instruction(&rig.pipe, "three");
+        assert_eq!(ended(&mut second).unwrap().outcome, Outcome::Preempted("the instruction \"three\" on the topic".into()));
+        assert_eq!(lock(&rig.pipe).instruction(), Some("three"), "the topic's instruction takes over");
+        assert!(rig.driver.start_task(&rig.pipe, "x".repeat(40).as_str(), 0, 0).unwrap_err().contains("token limit"));
+    }
+
+    #[test]
+    fn a_fault_mid_task_ends_it() {
+        // A camera goes silent.
+        let rig = Rig::new(config(), Fault::None);
+        let (_, mut end) = rig.driver.start_task(&rig.pipe, "go", 0, 0).unwrap();
+        let mut outputs = Vec::new();
+        for k in 0..5 {
+            rig.step(k * 10 * MS, &mut outputs);
+        }
+        let (mut t, mut result) = (50, None);
+        while result.is_none() && t < 2000 {
+            rig.step_with(t * MS, [0.0, 0.0], 1, &mut outputs);
+            result = ended(&mut end);
+            t += 10;
+        }
+        let Outcome::Fault(why) = result.expect("a fault").outcome else { panic!() };
+        assert_eq!(why, "holding: camera/side/image_raw went silent");
+        assert!((550..=570).contains(&t), "after camera_timeout_s: {t} ms");
+        let Output::Diagnostics(st) = rig.driver.diagnostics(&rig.pipe, t * MS) else { panic!() };
+        assert!(st[1].values.contains(&("tasks/fault".into(), "1".into())), "{:?}", st[1]);
+
+        // The policy fails.
+        let rig = Rig::new(config(), Fault::Error);
+        let (_, mut end) = rig.driver.start_task(&rig.pipe, "go", 0, 0).unwrap();
+        let mut result = None;
+        rig.run_until(0, |_, _| {
+            result = ended(&mut end);
+            result.is_some()
+        });
+        let Outcome::Fault(why) = result.expect("a fault").outcome else { panic!() };
+        assert!(why.contains("policy failed"), "{why}");
+    }
+
+    #[test]
     fn real_time_chunking_waits_for_the_horizon_and_keeps_the_running_chunk() {
         // The fake policy as a flow-matching one: its chunk ramps over 5 actions.
         let json = r#"{"contract_version": 2, "name": "fake flow", "kind": "flow",
@@ -441,8 +888,7 @@ mod tests {
         let rtc = Smoothing::Rtc { execution_horizon: 2, max_guidance_weight: 5.0, fixed_delay: 1 };
         let cfg = config().with_smoothing(rtc);
         assert!(meta.differences(&cfg).is_empty(), "{:?}", meta.differences(&cfg));
-        let driver = Driver::new(&cfg, Arc::new(FakePolicy::new(meta).unwrap()), "/test");
-        let rig = Rig { pipe: driver.pipeline(&cfg), driver };
+        let rig = Rig::with_policy(cfg, Arc::new(FakePolicy::new(meta).unwrap()));
         let mut outputs = Vec::new();
         let mut inferred = Vec::new();
         for k in 0..30 {
@@ -461,5 +907,6 @@ mod tests {
             assert_eq!(c2.actions[0], c1.actions[offset], "chunk seam");
         }
         assert!(outputs.iter().any(|o| matches!(o, Output::Command { .. })));
+        assert!(outputs.iter().any(|o| matches!(o, Output::Chunk { .. })));
     }
 }

@@ -36,6 +36,11 @@ pub enum Error {
     #[error("bag `{path}`: {reason}")]
     Bag { path: PathBuf, reason: String },
 
+    /// The robot description (URDF) cannot give the joint limits: unreadable, or its
+    /// joints do not match `joint_names`.
+    #[error("robot_description {0}")]
+    RobotDescription(String),
+
     /// The requested compute device is not available.
     #[error("device `{requested}` is not available: {reason}")]
     Device { requested: String, reason: String },

@@ -7,6 +7,9 @@
 //! - `vla_controller compare NEW OLD`: two replay outputs against each other;
 //! - `vla_controller tokenize --policy P`: instructions (JSON lines) as the policy reads them.
 
+#[cfg(not(all(feature = "ros", feature = "torch")))]
+compile_error!("the node needs the features `ros` and `torch` (the default); the core alone builds with `cargo test --no-default-features --lib`");
+
 use std::process::ExitCode;
 use std::sync::Arc;
 

@@ -2,8 +2,10 @@
 
 - `ScenePublisher`: the three cameras (one synthetic scene, re-stamped every frame with
   jitter) and the instruction (reliable, transient local, like a latched topic);
-- `SimArm`: a simulated arm that follows the node's joint commands and publishes
-  `joint_states` (names in its own order, with an extra joint, as real drivers do);
+- `SimArm`: a simulated arm that follows the node's joint commands (a forward
+  controller's arrays, or trajectories as joint_trajectory_controller executes them,
+  and the gripper's own commands) and publishes `joint_states` (names in its own
+  order, with an extra joint, as real drivers do);
 - `Recorder`: keeps what the node publishes (commands, diagnostics) with arrival times.
 
 Everything runs in one executor thread (`Peers`).
@@ -25,6 +27,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
 
 from . import scene as sc
 from .node_process import wait_for
@@ -100,28 +103,70 @@ class ScenePublisher:
             self.sent[name] += 1
 
 
+def stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 class SimArm:
     """An arm that tracks the commanded positions perfectly and reports joint_states at
-    `rate_hz`, in its own joint order plus one joint the controller does not command."""
+    `rate_hz`, in its own joint order plus one joint the controller does not command.
+
+    Commands: Float64MultiArray on `command_topic` (all joints, or all but the gripper
+    when `gripper_topic` is given), or with `command_type=JointTrajectory` trajectories,
+    followed as joint_trajectory_controller does: from where the arm is when one
+    arrives, linearly through its points at `header.stamp + time_from_start` (a zero
+    stamp: from arrival), holding the last; a new trajectory replaces the old."""
 
     EXTRA = "camera_tilt"
 
     def __init__(self, node: Node, q0: np.ndarray, rate_hz: float = 100.0, prefix: str = "",
-                 command_topic: str = "joint_commands"):
+                 command_topic: str = "joint_commands", command_type=Float64MultiArray,
+                 gripper_topic: str | None = None):
         self.node = node
+        self.lock = threading.Lock()
+        self.sent = 0  # joint_states published
         self.q = np.array(q0, dtype=float)
         self.names = list(reversed(sc.JOINT_NAMES)) + [self.EXTRA]
+        self.gripper = sc.JOINT_NAMES.index("gripper") if gripper_topic else None
+        self.arm = [i for i in range(len(sc.JOINT_NAMES)) if i != self.gripper]
+        self.trajectory = None  # (joint indices, [(t_ns, positions)])
         self.pub = node.create_publisher(JointState, f"{prefix}joint_states", RELIABLE)
         # An absolute command topic (a remapped controller's) is taken as it is.
-        command_topic = command_topic if command_topic.startswith("/") else f"{prefix}{command_topic}"
-        self.sub = node.create_subscription(Float64MultiArray, command_topic, self._on_command, RELIABLE)
+        topic = lambda t: t if t.startswith("/") else f"{prefix}{t}"  # noqa: E731
+        on_command = self._on_trajectory if command_type is JointTrajectory else self._on_command
+        self.sub = node.create_subscription(command_type, topic(command_topic), on_command, RELIABLE)
+        if gripper_topic:
+            node.create_subscription(Float64MultiArray, topic(gripper_topic), self._on_gripper, RELIABLE)
         self.timer = node.create_timer(1.0 / rate_hz, self._tick)
-        self.lock = threading.Lock()
 
     def _on_command(self, msg: Float64MultiArray) -> None:
-        if len(msg.data) == len(sc.JOINT_NAMES):
+        if len(msg.data) == len(self.arm):
             with self.lock:
-                self.q = np.array(msg.data, dtype=float)
+                self.q[self.arm] = np.array(msg.data, dtype=float)
+
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        if len(msg.data) == 1:
+            with self.lock:
+                self.q[self.gripper] = float(msg.data[0])
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        now = self.node.get_clock().now().nanoseconds
+        idx = [sc.JOINT_NAMES.index(n) for n in msg.joint_names]
+        start = stamp_ns(msg.header.stamp) or now
+        with self.lock:
+            points = [(now, self.q[idx].copy())]
+            points += [(start + p.time_from_start.sec * 10**9 + p.time_from_start.nanosec, np.array(p.positions))
+                       for p in msg.points]
+            self.trajectory = (idx, points)
+
+    def _sample(self, now: int) -> None:
+        idx, points = self.trajectory
+        for (t0, q0), (t1, q1) in zip(points, points[1:]):
+            if now < t1:
+                a = 0.0 if t1 <= t0 else min(max((now - t0) / (t1 - t0), 0.0), 1.0)
+                self.q[idx] = q0 + a * (q1 - q0)
+                return
+        self.q[idx] = points[-1][1]
 
     def position(self) -> np.ndarray:
         with self.lock:
@@ -129,28 +174,40 @@ class SimArm:
 
     def _tick(self) -> None:
         msg = JointState()
-        set_stamp(msg, self.node.get_clock().now().nanoseconds)
+        now = self.node.get_clock().now().nanoseconds
+        set_stamp(msg, now)
         msg.name = self.names
         with self.lock:
+            if self.trajectory is not None:
+                self._sample(now)
             q = self.q.copy()
         msg.position = [float(v) for v in reversed(q)] + [0.0]
         self.pub.publish(msg)
+        self.sent += 1
 
 
 @dataclass
 class Recorder:
     commands: list[tuple[float, list[float]]] = field(default_factory=list)
+    gripper: list[tuple[float, list[float]]] = field(default_factory=list)
     diagnostics: list[tuple[float, DiagnosticArray]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def attach(self, node: Node, command_topic: str = "joint_commands", command_type=Float64MultiArray) -> None:
+    def attach(self, node: Node, command_topic: str = "joint_commands", command_type=Float64MultiArray,
+               gripper_topic: str | None = None) -> None:
         node.create_subscription(command_type, command_topic, self._on_command, RELIABLE)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
+        if gripper_topic:
+            node.create_subscription(Float64MultiArray, gripper_topic, self._on_gripper, RELIABLE)
 
     def _on_command(self, msg) -> None:
         value = list(msg.data) if isinstance(msg, Float64MultiArray) else msg
         with self.lock:
             self.commands.append((time.monotonic(), value))
+
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        with self.lock:
+            self.gripper.append((time.monotonic(), list(msg.data)))
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         with self.lock:
@@ -161,6 +218,8 @@ class Recorder:
             return [c for c in self.commands if c[0] >= t]
 
     def last_status(self, name_part: str = "vla_controller"):
+        """The newest status whose name holds `name_part`; of one array, the first
+        (the pipeline's, which comes first)."""
         with self.lock:
             for _, arr in reversed(self.diagnostics):
                 for st in arr.status:
@@ -191,7 +250,8 @@ class Peers:
 
     def close(self) -> None:
         self.running = False
-        self.thread.join(timeout=5)
+        if self.thread.ident is not None:  # a test may fail before it starts the peers
+            self.thread.join(timeout=5)
         self.executor.remove_node(self.node)
         self.node.destroy_node()
 
@@ -245,32 +305,43 @@ def diag_value(peers, key):
     return next((kv.value for kv in st.values if kv.key == key), None) if st else None
 
 
-def setup_graph(peers, s, text, prefix="", **cameras):
+def call(node, srv_type, name: str, request, timeout: float = 10.0):
+    """Calls service `name` and returns its response (the peers' executor spins)."""
+    client = node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=timeout), f"service {name}"
+    fut = client.call_async(request)
+    wait_for(fut.done, timeout, f"a response of {name}")
+    node.destroy_client(client)
+    return fut.result()
+
+
+def set_param(node, name: str, value, target: str = "/vla_controller"):
+    """Sets parameter `name` of node `target` (bool, number or string); returns the
+    SetParametersResult."""
+    v = ParameterValue()
+    if isinstance(value, bool):
+        v.type, v.bool_value = ParameterType.PARAMETER_BOOL, value
+    elif isinstance(value, str):
+        v.type, v.string_value = ParameterType.PARAMETER_STRING, value
+    else:
+        v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, float(value)
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=v)])
+    return call(node, SetParameters, f"{target}/set_parameters", request).results[0]
+
+
+def setup_graph(peers, s, text, prefix="", command_type=Float64MultiArray, gripper_topic=None, **cameras):
     """Cameras showing scene `s` (`cameras` as ScenePublisher takes them), a simulated
-    arm at START, the recorder on the node's commands, and instruction `text` (unless
-    None)."""
+    arm at START, the recorder on the node's commands (of `command_type`; and the
+    gripper's on `gripper_topic`), and instruction `text` (unless None)."""
     cams = ScenePublisher(peers.node, s, prefix=prefix, **cameras)
-    arm = SimArm(peers.node, START, prefix=prefix)
-    peers.recorder.attach(peers.node, f"{prefix}joint_commands")
+    arm = SimArm(peers.node, START, prefix=prefix, command_type=command_type, gripper_topic=gripper_topic)
+    peers.recorder.attach(peers.node, f"{prefix}joint_commands", command_type,
+                          f"{prefix}{gripper_topic}" if gripper_topic else None)
     peers.start()
     if text is not None:
         cams.instruct(text)
     return cams, arm
 
-
-def set_param(node, name, value, node_name: str = "/vla_controller"):
-    """Sets parameter `name` of the node through its parameter service; the result
-    (successful, reason)."""
-    client = node.create_client(SetParameters, f"{node_name}/set_parameters")
-    assert client.wait_for_service(timeout_sec=10)
-    v = ParameterValue()
-    if isinstance(value, str):
-        v.type, v.string_value = ParameterType.PARAMETER_STRING, value
-    else:
-        v.type, v.double_value = ParameterType.PARAMETER_DOUBLE, float(value)
-    fut = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=v)]))
-    wait_for(fut.done, 10, f"set_parameters {name}")
-    return fut.result().results[0]
 
 
 def wait_until_serving(peers, node: str = "vla_controller") -> None:

@@ -21,7 +21,8 @@ use r2r::{
 
 use super::accounting::Accounting;
 use crate::bag::{BagMessage, BagReader, BagWriter};
-use crate::core::config::{self, Config};
+use crate::core::config::{self, Config, RobotDescriptionSource};
+use crate::core::control::limits::JointLimits;
 use crate::core::pipeline::{Observation, Pipeline};
 use crate::core::stats;
 use crate::core::topics::{absolute, Input, InputNames};
@@ -319,10 +320,14 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<bool> {
     let cfg = load_config(&args.params_file, &args.params)?;
     let policy = Arc::new(policy::load(&cfg, CheckAgainst::Config)?);
     let inputs = Inputs::new(&cfg, &args.remaps, policy.tokenizer().is_some())?;
+    if cfg.robot_description_source == RobotDescriptionSource::Topic {
+        bail!("robot_description_source is topic, which a replay does not have: pass the URDF with -p robot_description_source:=parameter and robot_description in a parameters file");
+    }
+    let limits = JointLimits::resolve(&cfg, Some(&cfg.robot_description))?;
     let mut reader = BagReader::open(&args.input)?;
     let driver = Driver::new(&cfg, policy, &Driver::default_node_name());
     let mut replay = Replay {
-        pipe: driver.pipeline(&cfg),
+        pipe: driver.pipeline(&cfg, limits),
         driver,
         writer: BagWriter::create(&args.output)?,
         camera_names: cfg.camera_names.clone(),

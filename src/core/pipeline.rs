@@ -8,16 +8,18 @@
 //! counts or logs: every method reports what happened as [`Event`]s into the caller's
 //! buffer, which the caller turns into counters and log lines ([`super::stats::Stats`]).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
 use crate::core::config::{secs_to_ns, Config, Smoothing};
+use crate::core::contract::PolicyMeta;
+use crate::core::control::limits::JointLimits;
 use crate::core::control::rtc::{Decision, Plan};
 use crate::core::control::safety::{Clipped, SafetyFilter};
 use crate::core::control::smoothing::Smoother;
 use crate::core::inputs::image::ImageError;
 use crate::core::inputs::joints::JointBuffer;
-use crate::core::contract::PolicyMeta;
 use crate::core::inputs::tokenizer::{Tokenizer, Tokens};
 use crate::core::inputs::CameraImage;
 use crate::core::joint_map::JointMap;
@@ -34,6 +36,9 @@ pub enum Event {
     /// A bad input, refused: `reason` is a fixed category (so diagnostics keys stay
     /// few), `detail` the values.
     Rejected { input: Input, reason: &'static str, detail: String },
+    /// The synchronizer made a camera set at `at` (node clock) whose stamps spread over
+    /// `spread` nanoseconds (newest minus oldest).
+    CameraSet { spread: i64, at: i64 },
     /// A synchronized camera set was paired with a joint state and an instruction.
     Observation,
     /// A command went out; `hold` when it repeated the previous one.
@@ -113,6 +118,8 @@ pub enum ControlState {
     WaitingForActions,
     /// The clock went backwards (a bag looping in sim time): state was reset.
     ClockJump,
+    /// Disabled by the operator: holding, nothing new executed until enabled.
+    Disabled,
 }
 
 impl ControlState {
@@ -120,7 +127,10 @@ impl ControlState {
     pub fn level(&self) -> u8 {
         match self {
             ControlState::Running => 0,
-            ControlState::WaitingForInstruction | ControlState::WaitingForActions | ControlState::ClockJump => 1,
+            ControlState::WaitingForInstruction
+            | ControlState::WaitingForActions
+            | ControlState::ClockJump
+            | ControlState::Disabled => 1,
             ControlState::Stale { .. } | ControlState::PolicyFault(_) => 2,
         }
     }
@@ -140,6 +150,7 @@ impl fmt::Display for ControlState {
             ControlState::PolicyFault(e) => write!(f, "holding: policy failed: {e}"),
             ControlState::WaitingForActions => write!(f, "holding: waiting for actions"),
             ControlState::ClockJump => write!(f, "holding: clock jumped backwards, state reset"),
+            ControlState::Disabled => write!(f, "holding: disabled"),
         }
     }
 }
@@ -147,9 +158,20 @@ impl fmt::Display for ControlState {
 /// What one control tick decided.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TickOutput {
-    /// The command to publish; `None` until the node has commanded anything (holding
+    /// The command of this tick; `None` until the node has commanded anything (holding
     /// before the first command means sending nothing).
     pub command: Option<Vec<f64>>,
+    /// Whether the command goes out at this tick: every tick, except with multi-point
+    /// trajectories, which go out every `trajectory_every` ticks (and at once when the
+    /// node starts or stops holding); in between, the controller executes the plan sent
+    /// last, and so do the commands of those ticks.
+    pub publish: bool,
+    /// When running and publishing: the planned commands of the ticks after this one (at
+    /// most the trajectory horizon less one), each within the limits and one step of the
+    /// one before, as the controller will execute them.
+    pub plan: Vec<Vec<f64>>,
+    /// When running, the instruction whose chunks the command comes from.
+    pub instruction_seq: Option<u64>,
     /// The smoothed action for this tick before the safety filter, when running: where
     /// the policy is taking the arm (published as predicted motion).
     pub target: Option<Vec<f64>>,
@@ -169,6 +191,8 @@ struct Instruction {
 
 pub struct Pipeline {
     camera_topics: Vec<String>,
+    /// The newest instruction's number (also after it was cleared).
+    seq: u64,
     sync: ApproximateTimeSync<Frame>,
     joints: JointBuffer,
     joint_map: JointMap,
@@ -194,6 +218,18 @@ pub struct Pipeline {
     newest_chunk: Option<i64>,
     state: ControlState,
     clock_jumped: bool,
+    enabled: bool,
+    /// When the node was last enabled: chunks from inputs before it are not executed.
+    enabled_at: Option<i64>,
+    /// Commands per published plan (the command of the tick and the ones after it).
+    plan_len: usize,
+    /// Ticks from one published command to the next.
+    every: i64,
+    /// The planned commands published last, for the ticks from `committed_from` on:
+    /// what the controller executes until the next publication.
+    committed: VecDeque<Vec<f64>>,
+    committed_from: i64,
+    last_publication: Option<i64>,
 }
 
 impl Pipeline {
@@ -205,8 +241,10 @@ impl Pipeline {
         let n = cfg.camera_names.len();
         let mut timeouts = vec![secs_to_ns(cfg.camera_timeout_s); n];
         timeouts.push(secs_to_ns(cfg.joint_state_timeout_s));
+        let limits = JointLimits::from_config(cfg);
         Pipeline {
             camera_topics: cfg.camera_names.iter().map(|c| crate::core::topics::camera(c)).collect(),
+            seq: 0,
             sync: ApproximateTimeSync::new(n, cfg.sync_queue_size, secs_to_ns(cfg.sync_max_interval_s), cfg.sync_age_penalty)
                 .with_inter_message_lower_bound(secs_to_ns(cfg.sync_inter_message_lower_bound_s)),
             joints: JointBuffer::new(joint_map.robot_joints().to_vec()),
@@ -223,11 +261,7 @@ impl Pipeline {
                 Smoothing::Rtc { execution_horizon, fixed_delay, .. } => Some(Plan::new(execution_horizon, fixed_delay)),
                 _ => None,
             },
-            safety: SafetyFilter::new(
-                cfg.joint_lower_limits.clone(),
-                cfg.joint_upper_limits.clone(),
-                cfg.max_step_per_tick.clone(),
-            ),
+            safety: SafetyFilter::new(limits.lower, limits.upper, limits.max_step),
             tick_base: None,
             last_now: None,
             last_command: None,
@@ -236,7 +270,21 @@ impl Pipeline {
             newest_chunk: None,
             state: ControlState::WaitingForInstruction,
             clock_jumped: false,
+            enabled: cfg.start_enabled,
+            enabled_at: None,
+            plan_len: cfg.plan_len(),
+            every: cfg.trajectory_every(),
+            committed: VecDeque::new(),
+            committed_from: 0,
+            last_publication: None,
         }
+    }
+
+    /// This pipeline with `limits` instead of the parameters file's (the robot
+    /// description's, tightened by the parameters file): one per joint.
+    pub fn with_limits(mut self, limits: JointLimits) -> Self {
+        self.safety = SafetyFilter::new(limits.lower, limits.upper, limits.max_step);
+        self
     }
 
     /// A camera message, already decoded (or rejected) by
@@ -264,6 +312,10 @@ impl Pipeline {
         let out = self.sync.add(camera, stamp, Frame { rgb, arrival: now, source: image });
         for (k, _, _, reason) in &out.dropped {
             events.push(Event::Dropped(Input::Camera(*k), reason.reason()));
+        }
+        for set in &out.sets {
+            let (lo, hi) = set.iter().fold((i64::MAX, i64::MIN), |(lo, hi), (s, _)| (lo.min(*s), hi.max(*s)));
+            events.push(Event::CameraSet { spread: hi - lo, at: now });
         }
         out.sets.into_iter().filter_map(|set| self.observe(set, events)).collect()
     }
@@ -314,45 +366,111 @@ impl Pipeline {
         }
     }
 
-    /// A new instruction. Empty ones, ones longer than the policy's token limit and ones
-    /// holding control characters are rejected (and counted); the previous instruction
-    /// stays in effect. A policy without language takes none: each is dropped.
-    pub fn on_instruction(&mut self, text: &str, events: &mut Events) {
-        let input = Input::Instruction;
-        events.push(Event::Received(input));
-        let Some(tokenizer) = &self.tokenizer else {
-            events.push(Event::Dropped(input, "the policy takes no instruction"));
-            return;
-        };
+    /// A new instruction from the topic. Empty ones, ones longer than the policy's token
+    /// limit and ones holding control characters are rejected (and counted); the previous
+    /// instruction stays in effect. The same text again changes nothing. A policy without
+    /// language takes none: each is dropped. Returns the number of the instruction when a
+    /// new one took effect.
+    pub fn on_instruction(&mut self, text: &str, events: &mut Events) -> Option<u64> {
+        events.push(Event::Received(Input::Instruction));
+        if self.tokenizer.is_none() {
+            events.push(Event::Dropped(Input::Instruction, "the policy takes no instruction"));
+            return None;
+        }
+        match self.check_instruction(text) {
+            Ok(trimmed) => {
+                events.push(Event::Used(Input::Instruction));
+                let trimmed = trimmed.to_owned();
+                (self.instruction() != Some(trimmed.as_str())).then(|| self.set_instruction(&trimmed, events))
+            }
+            Err((reason, detail)) => {
+                events.push(Event::Rejected { input: Input::Instruction, reason, detail: format!("{reason}: {detail}") });
+                None
+            }
+        }
+    }
+
+    /// The instruction of a task (a goal of the action): checked as on the topic, and
+    /// always a new instruction, even with the text in effect, so that nothing computed
+    /// before the task is executed for it. Returns its number, or why it was refused.
+    pub fn start_task(&mut self, text: &str, events: &mut Events) -> Result<u64, String> {
+        match self.check_instruction(text) {
+            Ok(trimmed) => {
+                let trimmed = trimmed.to_owned();
+                Ok(self.set_instruction(&trimmed, events))
+            }
+            Err((reason, detail)) => Err(format!("{reason}: {detail}")),
+        }
+    }
+
+    /// The trimmed instruction, or why it is refused (a fixed reason and the values).
+    fn check_instruction<'t>(&self, text: &'t str) -> Result<&'t str, (&'static str, String)> {
+        let Some(tokenizer) = &self.tokenizer else { return Err(("the policy takes no instruction", String::new())) };
         let trimmed = text.trim();
         let tokens = tokenizer.encode(trimmed);
-        let reject = if trimmed.is_empty() || tokens.is_empty() {
-            Some(("empty instruction", String::new()))
+        if trimmed.is_empty() || tokens.is_empty() {
+            Err(("empty instruction", String::new()))
         } else if trimmed.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-            Some(("instruction holds control characters", format!("{trimmed:?}")))
+            Err(("instruction holds control characters", format!("{trimmed:?}")))
         } else if tokens.truncated > 0 {
             let n = tokens.len() + tokens.truncated;
-            let detail = format!("{n} tokens, the policy takes {}", tokenizer.max_length());
-            Some(("instruction longer than the policy's token limit", detail))
+            Err(("instruction longer than the policy's token limit", format!("{n} tokens, the policy takes {}", tokenizer.max_length())))
         } else {
-            None
-        };
-        if let Some((reason, detail)) = reject {
-            events.push(Event::Rejected { input, reason, detail: format!("{reason}: {detail}") });
-            return;
+            Ok(trimmed)
         }
-        events.push(Event::Used(input));
-        if self.instruction.as_ref().is_some_and(|i| &*i.text == trimmed) {
-            return;
+    }
+
+    /// Makes `text` the instruction in effect, under a new number. A policy fault of the
+    /// previous instruction's inference no longer holds the node (the next inference
+    /// says whether the policy fails again).
+    fn set_instruction(&mut self, text: &str, events: &mut Events) -> u64 {
+        let tokens = self.tokenizer.as_ref().map(|t| t.encode(text)).unwrap_or_default();
+        self.seq += 1;
+        let text: Arc<str> = text.into();
+        events.push(Event::NewInstruction { text: text.clone(), seq: self.seq, unknown: tokens.unknown });
+        self.instruction = Some(Instruction { text, tokens: Arc::new(tokens), seq: self.seq });
+        self.policy_fault = None;
+        self.seq
+    }
+
+    /// Forgets the instruction: the node holds until the next one (after a task ended).
+    pub fn clear_instruction(&mut self) {
+        self.instruction = None;
+        self.committed.clear();
+    }
+
+    /// Enables or disables the node at `now`; returns whether that changed anything.
+    /// Disabled, it holds; once enabled again, only chunks from inputs that arrived
+    /// after `now` are executed.
+    pub fn set_enabled(&mut self, enabled: bool, now: i64) -> bool {
+        let changed = self.enabled != enabled;
+        self.enabled = enabled;
+        if changed && enabled {
+            self.enabled_at = Some(now);
         }
-        let seq = self.instruction.as_ref().map_or(1, |i| i.seq + 1);
-        let text: Arc<str> = trimmed.into();
-        events.push(Event::NewInstruction { text: text.clone(), seq, unknown: tokens.unknown });
-        self.instruction = Some(Instruction { text, tokens: Arc::new(tokens), seq });
+        changed
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Forgets the last command, so that the next one starts from the measured joint
+    /// state, one step at most from where the arm is: when commands start going out
+    /// again after a dry run, during which the computed commands moved nothing.
+    pub fn reanchor(&mut self) {
+        self.last_command = None;
+        self.committed.clear();
+        self.last_publication = None;
     }
 
     pub fn instruction(&self) -> Option<&str> {
         self.instruction.as_ref().map(|i| &*i.text)
+    }
+
+    /// The number of the instruction in effect.
+    pub fn instruction_seq(&self) -> Option<u64> {
+        self.instruction.as_ref().map(|i| i.seq)
     }
 
     fn tick_index(&self, t: i64) -> i64 {
@@ -378,17 +496,35 @@ impl Pipeline {
         }
     }
 
+    /// The number of the instruction chunks are computed for: the one in effect, or
+    /// (for a policy without language) 0.
+    fn current_seq(&self) -> Option<u64> {
+        if self.tokenizer.is_none() { Some(0) } else { self.instruction.as_ref().map(|i| i.seq) }
+    }
+
+    /// Whether a chunk from inputs of `obs_arrival` for instruction `instruction_seq`
+    /// is to be executed; if not, says why in `events`.
+    fn accepts(&self, obs_arrival: i64, instruction_seq: u64, events: &mut Events) -> bool {
+        if self.current_seq() != Some(instruction_seq) {
+            events.push(Event::Dropped(Input::Policy, "chunk computed for a previous instruction"));
+            return false;
+        }
+        if !self.enabled || self.enabled_at.is_some_and(|t| obs_arrival < t) {
+            events.push(Event::Dropped(Input::Policy, "chunk computed from inputs of a disabled node"));
+            return false;
+        }
+        true
+    }
+
     /// A chunk of the policy's actions (its `action_names` order, absolute or delta)
-    /// computed from observation `obs`, available at `now`. Chunks of an older
-    /// instruction are discarded; the first chunk of a new instruction discards every
-    /// queued action of the old one. With real-time chunking its first actions are the
-    /// running chunk's, exactly.
+    /// computed from observation `obs`, available at `now`. Chunks of an instruction no
+    /// longer in effect, and those from inputs of a disabled node, are discarded; the
+    /// first chunk of a new instruction discards every queued action of the old one.
+    /// With real-time chunking its first actions are the running chunk's, exactly.
     /// Returns the chunk as it will run (commands from `start`, one per tick), unless
     /// it was discarded.
     pub fn on_chunk(&mut self, obs: &Observation, actions: &[Vec<f64>], now: i64, events: &mut Events) -> Option<PlannedChunk> {
-        let current = self.instruction.as_ref().map_or(0, |i| i.seq);
-        if obs.instruction_seq < current {
-            events.push(Event::Dropped(Input::Policy, "chunk computed for a previous instruction"));
+        if !self.accepts(obs.arrival, obs.instruction_seq, events) {
             return None;
         }
         if self.tick_base.is_none() {
@@ -411,9 +547,7 @@ impl Pipeline {
     /// A chunk already in command order and absolute, computed from the observation of
     /// stamp `obs_stamp` that was complete at `obs_arrival`.
     pub fn on_commands(&mut self, obs_stamp: i64, obs_arrival: i64, instruction_seq: u64, actions: &[Vec<f64>], events: &mut Events) {
-        let current = self.instruction.as_ref().map_or(0, |i| i.seq);
-        if instruction_seq < current {
-            events.push(Event::Dropped(Input::Policy, "chunk computed for a previous instruction"));
+        if !self.accepts(obs_arrival, instruction_seq, events) {
             return;
         }
         if instruction_seq != self.chunk_seq {
@@ -445,6 +579,9 @@ impl Pipeline {
                 _ => {}
             }
         }
+        if !self.enabled {
+            return ControlState::Disabled;
+        }
         if self.instruction.is_none() && self.tokenizer.is_some() {
             return ControlState::WaitingForInstruction;
         }
@@ -463,19 +600,22 @@ impl Pipeline {
         if self.tick_base.is_none() {
             self.tick_base = Some(now);
         }
+        let tick = self.tick_index(now);
         let mut state = if self.clock_jumped { ControlState::ClockJump } else { self.input_state(now) };
         let mut smoothed = None;
+        let (mut publish, mut plan) = (false, Vec::new());
         if state == ControlState::Running {
-            let tick = self.tick_index(now);
             match self.smoother.action_for(tick) {
                 None => state = ControlState::WaitingForActions,
                 Some(target) => {
                     smoothed = Some(target.clone());
-                    state = self.command(&target, events);
+                    (state, publish, plan) = self.command_or_follow_plan(tick, &target, events);
                 }
             }
         }
+        let state_changed = state != self.state;
         if state.is_hold() {
+            self.committed.clear();
             if !matches!(state, ControlState::WaitingForActions) {
                 // Nothing computed before a hold may run after it.
                 self.smoother.reset();
@@ -485,18 +625,61 @@ impl Pipeline {
             }
             if self.last_command.is_some() {
                 events.push(Event::Command { hold: true, clipped: Clipped::default() });
+                // A trajectory controller must get the hold at once: it replaces the plan
+                // it was executing.
+                publish = state_changed || self.publication_due(tick);
+                if publish {
+                    self.last_publication = Some(tick);
+                }
             }
         }
         self.clock_jumped = false;
-        let state_changed = state != self.state;
         self.state = state.clone();
         TickOutput {
             command: self.last_command.clone(),
+            publish,
+            plan,
             source: if state.is_hold() { None } else { self.newest_chunk },
             target: if state.is_hold() { None } else { smoothed },
+            instruction_seq: (!state.is_hold()).then_some(self.chunk_seq),
             state,
             state_changed,
         }
+    }
+
+    fn publication_due(&self, tick: i64) -> bool {
+        self.last_publication.is_none_or(|p| tick - p >= self.every)
+    }
+
+    /// Running at `tick` with smoothed action `target`: between publications, the
+    /// command is the published plan's for this tick (what the controller executes);
+    /// when a publication is due (or the plan ran out), it is the safety filter's for
+    /// `target`, with the plan ahead from the smoother. Returns the state, whether to
+    /// publish, and the plan after this tick's command.
+    fn command_or_follow_plan(&mut self, tick: i64, target: &[f64], events: &mut Events) -> (ControlState, bool, Vec<Vec<f64>>) {
+        let planned = usize::try_from(tick - self.committed_from).ok().and_then(|k| self.committed.get(k));
+        if let (Some(cmd), false) = (planned, self.publication_due(tick)) {
+            self.last_command = Some(cmd.clone());
+            events.push(Event::Command { hold: false, clipped: Clipped::default() });
+            return (ControlState::Running, false, Vec::new());
+        }
+        let state = self.command(target, events);
+        if state != ControlState::Running {
+            return (state, false, Vec::new());
+        }
+        let mut previous = self.last_command.clone().expect("just commanded");
+        let mut plan = Vec::with_capacity(self.plan_len.saturating_sub(1));
+        for target in self.smoother.planned(tick + 1, self.plan_len.saturating_sub(1)) {
+            // A planned action the filter refuses ends the plan; when its tick comes, the
+            // node holds.
+            let Ok((cmd, _)) = self.safety.apply(&target, &previous) else { break };
+            previous = cmd.clone();
+            plan.push(cmd);
+        }
+        self.committed = plan.iter().cloned().collect();
+        self.committed_from = tick + 1;
+        self.last_publication = Some(tick);
+        (state, true, plan)
     }
 
     /// The safety filter's command for `target`, from the previous command (or, before
@@ -535,6 +718,10 @@ impl Pipeline {
         if let Some(plan) = &mut self.rtc {
             plan.reset();
         }
+        self.committed.clear();
+        self.last_publication = None;
+        // On the new time line, every input arrives after the node was enabled.
+        self.enabled_at = None;
         self.last_arrival.iter_mut().for_each(|a| *a = None);
         self.tick_base = None;
         self.clock_jumped = true;
@@ -642,8 +829,12 @@ mod tests {
 
     impl Rig {
         fn new() -> Self {
+            Rig::with_config(config())
+        }
+
+        fn with_config(cfg: Config) -> Self {
             let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
-            let (cfg, meta) = (config(), meta());
+            let meta = meta();
             Rig {
                 core: Counted {
                     pipe: Pipeline::new(&cfg, &meta, meta.tokenizer.as_ref().map(|t| Tokenizer::new(t, None).unwrap())),
@@ -832,5 +1023,115 @@ mod tests {
         assert!(matches!(out.state, ControlState::Stale { never: true, .. }));
         let outs = drive(&mut r, 20 * MS, 200 * MS, 0.2, None);
         assert_eq!(outs.last().unwrap().1.state, ControlState::Running);
+
+        // Enabled late on one time line, then the clock jumps back: the inputs of the
+        // new time line are executed.
+        r.core.pipe.set_enabled(false, 200 * MS);
+        r.core.pipe.set_enabled(true, 5000 * MS);
+        r.core.tick(5000 * MS);
+        let outs = drive(&mut r, 0, 300 * MS, 0.4, None);
+        assert_eq!(outs.last().unwrap().1.state, ControlState::Running);
+    }
+
+    #[test]
+    fn disabled_holds_and_executes_nothing_from_before_it_was_enabled() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go");
+        drive(&mut r, 0, 200 * MS, 0.3, None);
+        assert!(r.core.pipe.set_enabled(false, 200 * MS));
+        assert!(!r.core.pipe.set_enabled(false, 205 * MS), "no change");
+        let outs = drive(&mut r, 200 * MS, 400 * MS, 0.8, None);
+        assert!(outs.iter().all(|(_, o)| o.state == ControlState::Disabled && o.command == Some(vec![0.3, -0.3])), "{outs:?}");
+        assert_eq!(outs[0].1.state.level(), 1);
+        // Enabled again: a chunk from inputs that came before is not executed.
+        r.core.pipe.set_enabled(true, 400 * MS);
+        r.core.on_chunk(395 * MS, 395 * MS, 1, &vec![vec![-0.9, 0.9]; 10]);
+        let out = r.core.tick(400 * MS);
+        assert_eq!((out.state, out.command), (ControlState::WaitingForActions, Some(vec![0.3, -0.3])));
+        let dropped = r.stats.lock().unwrap().dropped[&("policy".into(), "chunk computed from inputs of a disabled node".into())];
+        assert!(dropped >= 20, "every chunk while disabled, and the one from before: {dropped}");
+        let outs = drive(&mut r, 410 * MS, 700 * MS, 0.8, None);
+        assert_eq!(outs.last().unwrap().1.command, Some(vec![0.8, -0.8]));
+    }
+
+    #[test]
+    fn tasks_start_afresh_and_clearing_the_instruction_holds() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go");
+        drive(&mut r, 0, 200 * MS, 0.3, None);
+        // The same text as a task is a new instruction: chunks from before are not its.
+        assert_eq!(r.core.pipe.start_task(" go ", &mut r.core.events), Ok(2));
+        assert!(r.core.pipe.start_task("", &mut r.core.events).unwrap_err().contains("empty instruction"));
+        assert_eq!(r.core.pipe.instruction_seq(), Some(2));
+        r.core.on_chunk(200 * MS, 200 * MS, 1, &vec![vec![-0.9, 0.9]; 10]);
+        let outs = drive(&mut r, 210 * MS, 300 * MS, 0.5, None);
+        let running: Vec<_> = outs.iter().filter(|(_, o)| o.state == ControlState::Running).collect();
+        assert!(!running.is_empty() && running.iter().all(|(_, o)| o.instruction_seq == Some(2)));
+        assert_eq!(outs.last().unwrap().1.command, Some(vec![0.5, -0.5]));
+
+        r.core.pipe.clear_instruction();
+        let out = r.core.tick(300 * MS);
+        assert_eq!((out.state, out.command, out.instruction_seq), (ControlState::WaitingForInstruction, Some(vec![0.5, -0.5]), None));
+        // A late chunk of the cleared instruction is not executed.
+        r.core.on_chunk(300 * MS, 300 * MS, 2, &vec![vec![0.9, 0.9]; 10]);
+        assert_eq!(r.core.tick(310 * MS).command, Some(vec![0.5, -0.5]));
+        // Re-anchored (after a dry run): nothing goes out until the next command, which
+        // starts from the measured state (0, 0) one step at most.
+        r.core.pipe.reanchor();
+        assert_eq!(r.core.tick(320 * MS).command, None);
+        r.core.on_instruction("again");
+        let outs = drive(&mut r, 330 * MS, 400 * MS, 0.5, None);
+        let first = outs.iter().find_map(|(_, o)| o.command.clone()).unwrap();
+        assert!((first[0] - 0.1).abs() < 1e-12 && (first[1] + 0.1).abs() < 1e-12, "{first:?}");
+    }
+
+    #[test]
+    fn trajectories_carry_the_plan_and_the_ticks_between_execute_it() {
+        // 100 Hz control, a trajectory of 4 points every 2 ticks (50 Hz).
+        let cfg = Config { command_type: crate::core::config::CommandType::JointTrajectory, trajectory_horizon: 4, trajectory_rate_hz: 50.0, ..config() };
+        let mut r = Rig::with_config(cfg);
+        r.core.on_instruction("go");
+        let mut outs = Vec::new();
+        for k in 0..50i64 {
+            let t = k * 10 * MS;
+            r.joints(t, 0.0);
+            let mut obs = r.image(0, t, "rgb8");
+            if k < 30 {
+                obs.extend(r.image(1, t + MS, "rgb8"));
+            }
+            // Every chunk holds the same ramp, 0.03 a tick for joint a: the plan is known.
+            // (20 actions: the last chunk lasts until the camera's silence is a hold.)
+            for o in obs {
+                let actions: Vec<Vec<f64>> = (k..k + 20).map(|j| vec![0.03 * j as f64, 0.0]).collect();
+                r.core.on_chunk(o.stamp, o.arrival, o.instruction_seq, &actions);
+            }
+            outs.push(r.core.tick(t));
+        }
+        let first = outs.iter().position(|o| o.state == ControlState::Running).unwrap();
+        let stale = outs.iter().position(|o| matches!(o.state, ControlState::Stale { .. })).unwrap();
+        let running = &outs[first..stale];
+        assert!(running.len() > 10 && running.iter().all(|o| o.state == ControlState::Running));
+        for (i, o) in running.iter().enumerate() {
+            assert_eq!(o.publish, i % 2 == 0, "tick {i}");
+            if !o.publish {
+                assert!(o.plan.is_empty());
+                continue;
+            }
+            // Three planned commands after its own, each one step at most from the one
+            // before and within the limits; the next tick executes the first.
+            assert_eq!(o.plan.len(), 3, "tick {i}");
+            let mut previous = o.command.clone().unwrap();
+            for p in &o.plan {
+                assert!((p[0] - previous[0]).abs() <= 0.1 + 1e-12 && p[0] <= 1.0, "{p:?}");
+                previous = p.clone();
+            }
+            if let Some(next) = running.get(i + 1) {
+                assert_eq!(next.command.as_ref(), Some(&o.plan[0]));
+            }
+        }
+        // The hold goes out at once, with no plan, and then every second tick.
+        assert!(outs[stale].publish && outs[stale].plan.is_empty() && outs[stale].state_changed);
+        let held: Vec<bool> = outs[stale..].iter().map(|o| o.publish).collect();
+        assert_eq!(held[..5], [true, false, true, false, true]);
     }
 }

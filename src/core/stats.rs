@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::pipeline::{Event, Events};
 use crate::core::topics::InputNames;
+use crate::core::window::Recent;
 
 /// How often the same (topic, reason) drop is logged.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -42,6 +43,8 @@ pub struct Stats {
     /// Time to compute and render the last explanation and the largest seen, in ms.
     pub explain_ms_last: f64,
     pub explain_ms_max: f64,
+    /// The last seconds: input rates, camera sets' stamp spreads, forward times.
+    pub recent: Recent,
     last_logged: HashMap<(String, String), Instant>,
 }
 
@@ -68,6 +71,7 @@ impl Stats {
                 Event::Used(i) => self.used(names.topic(i), 1),
                 Event::Dropped(i, reason) => self.dropped(names.topic(i), reason),
                 Event::Rejected { input, reason, detail } => self.rejected(names.topic(input), reason, &detail),
+                Event::CameraSet { spread, at } => self.recent.spread.push(at, spread as f64),
                 Event::Observation => self.observations += 1,
                 Event::Command { hold, clipped } => {
                     self.commands += 1;

@@ -8,6 +8,13 @@ pub const NODE_NAME: &str = "vla_controller";
 
 pub const JOINT_STATES: &str = "joint_states";
 pub const INSTRUCTION: &str = "instruction";
+/// The URDF, as robot_state_publisher serves it (std_msgs/String, transient local), with
+/// `robot_description_source: topic`.
+pub const ROBOT_DESCRIPTION: &str = "robot_description";
+/// std_srvs/SetBool: enable (true) or disable (false, hold) the node.
+pub const ENABLE_SERVICE: &str = "~/enable";
+/// vla_controller_msgs/action/ExecuteInstruction: one instruction run as a task.
+pub const EXECUTE_ACTION: &str = "~/execute_instruction";
 /// Under use_sim_time.
 pub const CLOCK: &str = "/clock";
 
@@ -75,6 +82,8 @@ impl InputNames {
 pub enum OutputTopic {
     /// std_msgs/Float64MultiArray or trajectory_msgs/JointTrajectory (`command_type`).
     Commands,
+    /// std_msgs/Float64MultiArray: the gripper joints' command (`gripper_joints`).
+    Gripper,
     /// sensor_msgs/JointState: the smoothed action about to be executed.
     Predicted,
     /// sensor_msgs/Image: the language heatmap.
@@ -101,6 +110,7 @@ impl OutputTopic {
     pub fn name(self, camera_names: &[String]) -> String {
         match self {
             OutputTopic::Commands => "joint_commands".into(),
+            OutputTopic::Gripper => "gripper_commands".into(),
             OutputTopic::Predicted => "~/predicted_joint_states".into(),
             OutputTopic::Language => "~/attention/language".into(),
             OutputTopic::Tokens => "~/attention/tokens".into(),
@@ -138,6 +148,7 @@ mod tests {
     fn names_relative_private_and_absolute() {
         let cams = vec!["main".to_owned(), "top".to_owned()];
         assert_eq!(OutputTopic::Commands.absolute(&cams), "/joint_commands");
+        assert_eq!(OutputTopic::Gripper.absolute(&cams), "/gripper_commands");
         assert_eq!(OutputTopic::Overlay(1).name(&cams), "~/attention/top");
         assert_eq!(OutputTopic::Overlay(1).absolute(&cams), "/vla_controller/attention/top");
         assert_eq!(OutputTopic::Diagnostics.absolute(&cams), "/diagnostics");

@@ -9,15 +9,19 @@ use r2r::{
     sensor_msgs::msg::{Image, JointState},
     std_msgs::msg::{Float64MultiArray, Header},
     trajectory_msgs::msg::{JointTrajectory, JointTrajectoryPoint},
-    vla_controller_msgs::msg::{ActivationGrid, InferenceTiming, TokenAttention},
+    vla_controller_msgs::{
+        action::ExecuteInstruction,
+        msg::{ActivationGrid, InferenceTiming, TokenAttention},
+    },
     WrappedTypesupport,
 };
 
 use crate::core::config::CommandType;
 use crate::core::inputs::CameraImage;
 use crate::core::pipeline::Observation;
+use crate::core::task::{Outcome, Progress};
 use crate::core::topics::{OutputTopic, NODE_NAME};
-use crate::driver::{Explained, Output, Status};
+use crate::driver::{Explained, Output, Status, TaskEnd};
 use crate::explain::Explanation;
 
 /// A builtin_interfaces/Time's fields as nanoseconds.
@@ -31,6 +35,14 @@ pub fn stamp_ns(t: &Time) -> i64 {
 
 pub fn ns_to_time(ns: i64) -> Time {
     Time { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+}
+
+pub fn ns_to_duration(ns: i64) -> RosDuration {
+    RosDuration { sec: ns.div_euclid(1_000_000_000) as i32, nanosec: ns.rem_euclid(1_000_000_000) as u32 }
+}
+
+pub fn duration_ns(d: &RosDuration) -> i64 {
+    time_ns(d.sec, d.nanosec)
 }
 
 pub fn header(ns: i64, frame_id: &str) -> Header {
@@ -111,16 +123,17 @@ impl Message {
 /// An output as the messages that carry it, each with its topic.
 pub fn messages(out: Output) -> Vec<(OutputTopic, Message)> {
     match out {
-        Output::Command { stamp, positions, kind, joint_names, period_ns } => {
+        Output::Command { stamp, points, kind, joint_names, period_ns } => {
             let msg = match kind {
-                CommandType::Float64MultiArray => Message::Array(command_array(positions)),
+                CommandType::Float64MultiArray => Message::Array(command_array(points.into_iter().next().unwrap_or_default())),
                 CommandType::JointTrajectory => {
                     let period = Duration::from_nanos(period_ns.max(0) as u64);
-                    Message::Trajectory(command_trajectory(positions, stamp, &joint_names, period))
+                    Message::Trajectory(command_trajectory(points, stamp, &joint_names, period))
                 }
             };
             vec![(OutputTopic::Commands, msg)]
         }
+        Output::Gripper { positions } => vec![(OutputTopic::Gripper, Message::Array(command_array(positions)))],
         Output::Predicted { stamp, positions, joint_names } => {
             vec![(OutputTopic::Predicted, Message::JointState(predicted_joint_state(stamp, &joint_names, positions)))]
         }
@@ -152,16 +165,27 @@ pub fn command_array(positions: Vec<f64>) -> Float64MultiArray {
     Float64MultiArray { data: positions, ..Default::default() }
 }
 
-/// What joint_trajectory_controller takes: one point, reached in one control period.
-pub fn command_trajectory(positions: Vec<f64>, now: i64, joint_names: &[String], period: Duration) -> JointTrajectory {
+/// What joint_trajectory_controller takes: the command of the tick at `now` and the
+/// planned ones after it, point k to be reached (k + 1) control periods after `now`.
+/// The header's stamp is `now`, the tick's time on the node's clock: the controller
+/// starts the trajectory then, so the points keep the timing they were planned for (a
+/// stamp of zero would start it on receipt, later by the transport's latency). Positions
+/// only: the controller interpolates between them, and no velocity has to be zero at
+/// the end of a trajectory that the next one continues.
+pub fn command_trajectory(points: Vec<Vec<f64>>, now: i64, joint_names: &[String], period: Duration) -> JointTrajectory {
+    let period = period.as_nanos() as i64;
     JointTrajectory {
         header: header(now, ""),
         joint_names: joint_names.to_vec(),
-        points: vec![JointTrajectoryPoint {
-            positions,
-            time_from_start: RosDuration { sec: 0, nanosec: period.as_nanos() as u32 },
-            ..Default::default()
-        }],
+        points: points
+            .into_iter()
+            .enumerate()
+            .map(|(k, positions)| JointTrajectoryPoint {
+                positions,
+                time_from_start: ns_to_duration((k as i64 + 1) * period),
+                ..Default::default()
+            })
+            .collect(),
     }
 }
 
@@ -188,17 +212,53 @@ pub fn predicted_joint_state(now: i64, joint_names: &[String], positions: Vec<f6
     JointState { header: header(now, ""), name: joint_names.to_vec(), position: positions, ..Default::default() }
 }
 
-/// The node's status: its state, and every counter.
-pub fn diagnostics(s: Status) -> DiagnosticArray {
+/// The node's statuses, one per concern, in one array.
+pub fn diagnostics(statuses: Vec<Status>) -> DiagnosticArray {
     DiagnosticArray {
-        header: header(s.stamp, ""),
-        status: vec![DiagnosticStatus {
-            level: s.level,
-            name: s.name,
-            message: s.message,
-            hardware_id: NODE_NAME.to_owned(),
-            values: s.values.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
-        }],
+        header: header(statuses.first().map_or(0, |s| s.stamp), ""),
+        status: statuses
+            .into_iter()
+            .map(|s| DiagnosticStatus {
+                level: s.level,
+                name: s.name,
+                message: s.message,
+                hardware_id: NODE_NAME.to_owned(),
+                values: s.values.into_iter().map(|(key, value)| KeyValue { key, value }).collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A task's progress as the action's feedback.
+pub fn task_feedback(p: &Progress, joint_names: &[String]) -> ExecuteInstruction::Feedback {
+    ExecuteInstruction::Feedback {
+        state: p.state.clone(),
+        elapsed: ns_to_duration(p.elapsed_ns),
+        joint_names: joint_names.to_vec(),
+        command: p.command.clone(),
+        velocity: p.velocity.clone(),
+        speed: p.speed,
+        settled_for: ns_to_duration(p.settled_for_ns),
+    }
+}
+
+/// A task's end as the action's result.
+pub fn task_result(end: &TaskEnd, joint_names: &[String]) -> ExecuteInstruction::Result {
+    // The constants are bindgen's, one type each.
+    let outcome = match end.outcome {
+        Outcome::Settled => ExecuteInstruction::Result::SETTLED as u8,
+        Outcome::TimeLimit => ExecuteInstruction::Result::TIME_LIMIT as u8,
+        Outcome::Cancelled => ExecuteInstruction::Result::CANCELLED as u8,
+        Outcome::Preempted(_) => ExecuteInstruction::Result::PREEMPTED as u8,
+        Outcome::Fault(_) => ExecuteInstruction::Result::FAULT as u8,
+        Outcome::Disabled => ExecuteInstruction::Result::DISABLED as u8,
+    };
+    ExecuteInstruction::Result {
+        outcome,
+        message: end.outcome.message(),
+        elapsed: ns_to_duration(end.elapsed_ns),
+        joint_names: joint_names.to_vec(),
+        command: end.command.clone(),
     }
 }
 

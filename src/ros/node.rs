@@ -10,7 +10,8 @@
 //!   publishes it.
 //!
 //! Explanations run on a thread of their own at normal priority; the instruction, /clock,
-//! parameters and timers run on a small tokio runtime.
+//! parameters, timers, the `~/enable` service and the `~/execute_instruction` action run
+//! on a small tokio runtime.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -24,7 +25,9 @@ use r2r::{
     rosgraph_msgs::msg::Clock as ClockMsg,
     sensor_msgs::msg::{Image, JointState},
     std_msgs::msg::String as RosString,
-    QosProfile,
+    std_srvs::srv::SetBool,
+    vla_controller_msgs::action::ExecuteInstruction,
+    ActionServerCancelRequest, ActionServerGoal, QosProfile,
 };
 
 use super::msgs::{self, ChunkTiming};
@@ -32,11 +35,13 @@ use super::native::camera_image_native;
 use super::params::{self, lock_live, LiveConfig};
 use super::publishers::Publishers;
 use super::threads::{set_reception_thread_priority, set_thread_priority, spawn_with_priority, wall_ns, LatestSlot};
-use crate::core::config::{Config, Params};
+use crate::core::config::{Config, ParamValue, Params, RobotDescriptionSource};
+use crate::core::control::limits::JointLimits;
 use crate::core::pipeline::{Observation, Pipeline};
+use crate::core::task::Outcome;
 use crate::core::stats;
 use crate::core::topics::{self, OutputTopic, NODE_NAME};
-use crate::driver::{Driver, Output};
+use crate::driver::{Driver, Output, TaskEnd};
 use crate::explain::Settings;
 use crate::policy::{PolicyOutput, PolicyRunner};
 
@@ -62,7 +67,7 @@ impl RosNode {
     }
 
     fn use_sim_time(&self) -> bool {
-        self.params.get("use_sim_time") == Some(&crate::core::config::ParamValue::Bool(true))
+        self.params.get("use_sim_time") == Some(&ParamValue::Bool(true))
     }
 }
 
@@ -152,11 +157,12 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
         .build()?;
     let _enter = rt.enter();
 
+    let limits = joint_limits(&mut node, &cfg)?;
     let node_name = node.fully_qualified_name()?;
     let driver = Driver::new(&cfg, policy, &node_name);
     let live = LiveConfig::new(cfg.clone(), driver.policy().meta().clone());
     let shared = Shared {
-        pipe: Arc::new(driver.pipeline(&cfg)),
+        pipe: Arc::new(driver.pipeline(&cfg, limits)),
         driver: Arc::new(driver),
         clock: clock(&mut node, &rt, use_sim_time)?,
         publishers: Publishers::new(&mut node, &cfg)?,
@@ -165,7 +171,9 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
         live: Arc::new(Mutex::new(live)),
         running: Arc::new(AtomicBool::new(true)),
     };
-    serve_parameters(&mut node, &rt, &shared.live)?;
+    serve_parameters(&mut node, &rt, &shared)?;
+    serve_enable(&mut node, &rt, &shared)?;
+    serve_tasks(&mut node, &rt, &shared, &cfg)?;
     let receivers = subscribe_inputs(&mut node, &rt, &shared, &cfg)?;
     let explainer = spawn_explainer(&shared)?;
     let inference = spawn_inference(&shared, priorities.inference, Duration::from_secs_f64(cfg.test_added_inference_delay_s))?;
@@ -221,16 +229,153 @@ fn clock(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, use_sim_time: bool)
 }
 
 /// Parameter services (list/get/set/describe); run-time parameters can be changed while
-/// running, the others are refused with the reason.
-fn serve_parameters(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, live: &Arc<Mutex<LiveConfig>>) -> anyhow::Result<()> {
-    let (server, mut events) = node.make_derived_parameter_handler(live.clone())?;
+/// running, the others are refused with the reason. Explanation settings are read from
+/// the live configuration where used; `dry_run` switches the driver.
+fn serve_parameters(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, shared: &Shared) -> anyhow::Result<()> {
+    let (server, mut events) = node.make_derived_parameter_handler(shared.live.clone())?;
     rt.spawn(server);
+    let s = shared.clone();
     rt.spawn(async move {
         while let Some((name, value)) = events.next().await {
             tracing::info!(parameter = name, ?value, "parameter changed");
+            if name == "dry_run" {
+                let on = lock_live(&s.live).cfg.dry_run;
+                s.driver.set_dry_run(&s.pipe, on);
+            }
         }
     });
     Ok(())
+}
+
+/// The joint limits: the parameters file's, or the robot description's (from the
+/// parameter, or from the topic robot_state_publisher serves, waited for here)
+/// tightened by the parameters file.
+fn joint_limits(node: &mut r2r::Node, cfg: &Config) -> anyhow::Result<JointLimits> {
+    let urdf = match cfg.robot_description_source {
+        RobotDescriptionSource::None => None,
+        RobotDescriptionSource::Parameter => Some(cfg.robot_description.clone()),
+        RobotDescriptionSource::Topic => Some(wait_for_robot_description(node, Duration::from_secs_f64(cfg.robot_description_timeout_s))?),
+    };
+    Ok(JointLimits::resolve(cfg, urdf.as_deref())?)
+}
+
+/// The first robot description on its topic, transient local as robot_state_publisher
+/// publishes it, within `timeout`; before the node runs, so spun here.
+fn wait_for_robot_description(node: &mut r2r::Node, timeout: Duration) -> anyhow::Result<String> {
+    let qos = QosProfile::default().keep_last(1).transient_local();
+    let mut sub = node.subscribe::<RosString>(topics::ROBOT_DESCRIPTION, qos)?;
+    tracing::info!(topic = topics::ROBOT_DESCRIPTION, "waiting for the robot description");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        node.spin_once(Duration::from_millis(20));
+        if let Some(msg) = try_next(&mut sub) {
+            return Ok(msg.data);
+        }
+    }
+    anyhow::bail!(
+        "no robot description on `{}` within robot_description_timeout_s ({} s): is robot_state_publisher running, \
+         publishing it transient local?",
+        topics::ROBOT_DESCRIPTION,
+        timeout.as_secs_f64()
+    )
+}
+
+/// `~/enable` (std_srvs/SetBool): false holds, true resumes.
+fn serve_enable(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, shared: &Shared) -> anyhow::Result<()> {
+    let mut requests = node.create_service::<SetBool::Service>(topics::ENABLE_SERVICE, QosProfile::services_default())?;
+    let s = shared.clone();
+    rt.spawn(async move {
+        while let Some(req) = requests.next().await {
+            let message = s.driver.set_enabled(&s.pipe, req.message.data, s.clock.now());
+            if let Err(error) = req.respond(SetBool::Response { success: true, message }) {
+                tracing::warn!(%error, "~/enable: the response could not be sent");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `~/execute_instruction`: each goal becomes the driver's task; invalid goals (an
+/// instruction the topic would reject, a negative time limit, a disabled node) are
+/// rejected with the reason in the log.
+fn serve_tasks(node: &mut r2r::Node, rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config) -> anyhow::Result<()> {
+    let mut goals = node.create_action_server::<ExecuteInstruction::Action>(topics::EXECUTE_ACTION)?;
+    let feedback_every = Duration::from_secs_f64(1.0 / cfg.goal_feedback_rate_hz);
+    let s = shared.clone();
+    let handle = rt.handle().clone();
+    rt.spawn(async move {
+        while let Some(request) = goals.next().await {
+            let (text, limit) = (request.goal.instruction.clone(), msgs::duration_ns(&request.goal.time_limit));
+            let started = if limit < 0 {
+                Err(format!("negative time_limit ({} s)", limit as f64 / 1e9))
+            } else {
+                s.driver.start_task(&s.pipe, &text, limit, s.clock.now())
+            };
+            let (id, end) = match started {
+                Ok(started) => started,
+                Err(why) => {
+                    tracing::warn!(instruction = text, "goal rejected: {why}");
+                    if let Err(error) = request.reject() {
+                        tracing::warn!(%error, "the goal's rejection could not be sent");
+                    }
+                    continue;
+                }
+            };
+            match request.accept() {
+                Ok((goal, cancels)) => {
+                    handle.spawn(run_goal(s.clone(), id, goal, cancels, end, feedback_every));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the goal's acceptance could not be sent; ending its task");
+                    s.driver.cancel_task(&s.pipe, id);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One accepted goal: feedback at its rate, cancel requests, and the result when its
+/// task ends. SETTLED is reported as succeeded, CANCELLED as canceled, the rest aborted.
+async fn run_goal(
+    s: Shared,
+    id: u64,
+    mut goal: ActionServerGoal<ExecuteInstruction::Action>,
+    mut cancels: impl futures::Stream<Item = ActionServerCancelRequest> + Unpin,
+    mut end: futures::channel::oneshot::Receiver<TaskEnd>,
+    feedback_every: Duration,
+) {
+    let names = s.driver.joint_names().clone();
+    let mut feedback = tokio::time::interval(feedback_every);
+    loop {
+        tokio::select! {
+            ended = &mut end => {
+                // Without an end the driver is gone: the node is shutting down.
+                let Ok(ended) = ended else { return };
+                let result = msgs::task_result(&ended, &names);
+                let sent = match ended.outcome {
+                    Outcome::Settled => goal.succeed(result),
+                    Outcome::Cancelled => goal.cancel(result),
+                    _ => goal.abort(result),
+                };
+                if let Err(error) = sent {
+                    tracing::warn!(%error, task = id, "the goal's result could not be sent");
+                }
+                return;
+            }
+            Some(request) = cancels.next() => {
+                // The task's end (cancelled) follows through `end`.
+                if s.driver.cancel_task(&s.pipe, id) { request.accept() } else { request.reject() }
+            }
+            _ = feedback.tick() => {
+                if let Some(p) = s.driver.task_progress(id).filter(|p| !p.state.is_empty()) {
+                    if let Err(error) = goal.publish_feedback(msgs::task_feedback(&p, &names)) {
+                        tracing::debug!(%error, "feedback not sent");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What the spin thread runs after each spin: takes the messages a subscription holds.

@@ -50,6 +50,10 @@ impl Publishers {
             CommandType::JointTrajectory => AnyPublisher::Trajectory(node.create_publisher(&name(OutputTopic::Commands), commands.clone())?),
         };
         by_topic.insert(OutputTopic::Commands, command);
+        if !cfg.gripper_joints.is_empty() {
+            let p = AnyPublisher::Array(node.create_publisher(&name(OutputTopic::Gripper), commands.clone())?);
+            by_topic.insert(OutputTopic::Gripper, p);
+        }
         let p = AnyPublisher::JointState(node.create_publisher(&name(OutputTopic::Predicted), commands)?);
         by_topic.insert(OutputTopic::Predicted, p);
         let p = AnyPublisher::Image(node.create_publisher(&name(OutputTopic::Language), explanations.clone())?);

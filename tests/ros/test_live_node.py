@@ -107,7 +107,9 @@ def test_namespace_remap_and_joint_trajectory(peers, start_node):
     peers.recorder.attach(peers.node, "/arm1/fwd/commands", JointTrajectory)
     peers.start()
     cams.instruct(instruction(s, left))
-    start_node("-r", "__ns:=/arm1", "-r", "joint_commands:=fwd/commands", "-p", "command_type:=joint_trajectory")
+    # The one-point mode (trajectory_horizon 1): one point every control tick.
+    start_node("-r", "__ns:=/arm1", "-r", "joint_commands:=fwd/commands", "-p", "command_type:=joint_trajectory",
+               "-p", "trajectory_horizon:=1")
     msg = wait_for(lambda: peers.recorder.commands and peers.recorder.commands[-1][1], 60, "a trajectory")
     assert list(msg.joint_names) == sc.JOINT_NAMES
     assert len(msg.points) == 1 and len(msg.points[0].positions) == len(sc.JOINT_NAMES)

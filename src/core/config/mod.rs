@@ -100,7 +100,8 @@ pub enum Smoothing {
 pub enum CommandType {
     /// std_msgs/Float64MultiArray: what forward_command_controller takes.
     Float64MultiArray,
-    /// trajectory_msgs/JointTrajectory with one point: what joint_trajectory_controller takes.
+    /// trajectory_msgs/JointTrajectory: the next actions of the smoothed plan, what
+    /// joint_trajectory_controller takes.
     JointTrajectory,
 }
 
@@ -111,6 +112,27 @@ impl Choice for CommandType {
     ];
 }
 choice_param!(CommandType);
+
+/// Where the joint limits come from besides the parameters file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RobotDescriptionSource {
+    /// The parameters file alone.
+    None,
+    /// The `robot_description` parameter (a URDF string).
+    Parameter,
+    /// The `robot_description` topic (std_msgs/String, transient local), as
+    /// robot_state_publisher serves it.
+    Topic,
+}
+
+impl Choice for RobotDescriptionSource {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("none", RobotDescriptionSource::None),
+        ("parameter", RobotDescriptionSource::Parameter),
+        ("topic", RobotDescriptionSource::Topic),
+    ];
+}
+choice_param!(RobotDescriptionSource);
 
 /// Where the explanations' patch grids come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +289,39 @@ parameters! {
     /// occluded copies per forward pass
     occlusion_batch: usize = 16, Rule::AtLeast(1), startup;
     /// publish explanations and predicted motion but no commands
-    dry_run: bool = false, Rule::Any, startup;
+    dry_run: bool = false, Rule::Any, runtime;
+    /// false: start disabled (holding) until enabled through ~/enable
+    start_enabled: bool = true, Rule::Any, startup;
+    /// joints of joint_names sent on gripper_commands instead of joint_commands
+    gripper_joints: Vec<String> = Vec::new(), Rule::DistinctNames, startup;
+    /// joint_trajectory: points per trajectory, one per control period; 1 for one point per tick
+    trajectory_horizon: usize = 10, Rule::AtLeast(1), startup;
+    /// joint_trajectory: trajectories per second, when trajectory_horizon > 1
+    trajectory_rate_hz: f64 = 10.0, Rule::Positive, startup;
+    /// none, parameter or topic: the robot description whose joint limits apply
+    robot_description_source: RobotDescriptionSource = RobotDescriptionSource::None, Rule::Any, startup;
+    /// the URDF, with robot_description_source parameter
+    robot_description: String = String::new(), Rule::Any, startup;
+    /// with robot_description_source topic: longest wait for it at start-up
+    robot_description_timeout_s: f64 = 10.0, Rule::Positive, startup;
+    /// a goal has settled when no joint's commanded speed exceeds this (units per second)...
+    goal_settle_speed: f64 = 0.05, Rule::Positive, startup;
+    /// ...for this long
+    goal_settle_time_s: f64 = 0.5, Rule::Positive, startup;
+    /// feedback messages of ~/execute_instruction per second
+    goal_feedback_rate_hz: f64 = 5.0, Rule::Positive, startup;
+    /// window of the rates, stamp spreads and latencies in /diagnostics
+    diagnostics_window_s: f64 = 5.0, Rule::Positive, startup;
+    /// camera sync WARN above this stamp spread within a set (largest in the window)
+    diagnostics_spread_warn_s: f64 = 0.015, Rule::Positive, startup;
+    /// input rates WARN when a camera's rate is below this
+    diagnostics_camera_rate_warn_hz: f64 = 15.0, Rule::NonNegative, startup;
+    /// input rates WARN when the rate of joint_states is below this
+    diagnostics_joint_state_rate_warn_hz: f64 = 50.0, Rule::NonNegative, startup;
+    /// inference WARN above this 99th percentile of the forward time
+    diagnostics_inference_warn_ms: f64 = 100.0, Rule::Positive, startup;
+    /// inference ERROR above this 99th percentile of the forward time
+    diagnostics_inference_error_ms: f64 = 500.0, Rule::Positive, startup;
 }
 
 /// Parameters every ROS node has; accepted without being ours.
@@ -305,36 +359,68 @@ impl Config {
 
     /// Checks between parameters.
     pub fn validate(&self) -> Result<()> {
+        self.validate_limits()?;
+        self.validate_outputs()?;
+        if self.robot_description_source == RobotDescriptionSource::Parameter && self.robot_description.trim().is_empty() {
+            return Err(Error::param("robot_description", "\"\"", "robot_description_source is parameter: give the URDF"));
+        }
+        if self.diagnostics_inference_error_ms < self.diagnostics_inference_warn_ms {
+            let why = format!("must not be below diagnostics_inference_warn_ms ({})", self.diagnostics_inference_warn_ms);
+            return Err(Error::param("diagnostics_inference_error_ms", self.diagnostics_inference_error_ms, why));
+        }
+        Ok(())
+    }
+
+    /// One limit per joint; with a robot description, also none (`[]`: its limits as
+    /// they are).
+    fn validate_limits(&self) -> Result<()> {
         let n = self.joint_names.len();
+        let optional = self.robot_description_source != RobotDescriptionSource::None;
         for (name, v) in [
             ("joint_lower_limits", &self.joint_lower_limits),
             ("joint_upper_limits", &self.joint_upper_limits),
             ("max_step_per_tick", &self.max_step_per_tick),
         ] {
-            if v.len() != n {
-                return Err(Error::param(
-                    name,
-                    format!("{v:?}"),
-                    format!("needs one value per joint ({n} joints in joint_names)"),
-                ));
+            if v.len() != n && !(optional && v.is_empty()) {
+                let also = if optional { ", or none to keep the robot description's" } else { "" };
+                return Err(Error::param(name, format!("{v:?}"), format!("needs one value per joint ({n} joints in joint_names){also}")));
             }
         }
         for (i, name) in self.joint_names.iter().enumerate() {
-            let (lo, hi) = (self.joint_lower_limits[i], self.joint_upper_limits[i]);
-            if lo >= hi {
-                return Err(Error::param(
-                    "joint_lower_limits",
-                    format!("{:?}", self.joint_lower_limits),
-                    format!("joint `{name}`: lower limit {lo} is not below upper limit {hi}"),
-                ));
+            if let (Some(lo), Some(hi)) = (self.joint_lower_limits.get(i), self.joint_upper_limits.get(i)) {
+                if lo >= hi {
+                    return Err(Error::param(
+                        "joint_lower_limits",
+                        format!("{:?}", self.joint_lower_limits),
+                        format!("joint `{name}`: lower limit {lo} is not below upper limit {hi}"),
+                    ));
+                }
             }
-            if self.max_step_per_tick[i] <= 0.0 {
-                return Err(Error::param(
-                    "max_step_per_tick",
-                    format!("{:?}", self.max_step_per_tick),
-                    format!("joint `{name}`: must be > 0"),
-                ));
+            if self.max_step_per_tick.get(i).is_some_and(|s| *s <= 0.0) {
+                return Err(Error::param("max_step_per_tick", format!("{:?}", self.max_step_per_tick), format!("joint `{name}`: must be > 0")));
             }
+        }
+        Ok(())
+    }
+
+    /// Gripper joints among the joints, and a trajectory long enough to reach the next.
+    fn validate_outputs(&self) -> Result<()> {
+        if let Some(g) = self.gripper_joints.iter().find(|g| !self.joint_names.contains(g)) {
+            return Err(Error::param("gripper_joints", format!("{:?}", self.gripper_joints), format!("`{g}` is not in joint_names")));
+        }
+        if self.gripper_joints.len() == self.joint_names.len() {
+            return Err(Error::param("gripper_joints", format!("{:?}", self.gripper_joints), "leaves no joint for joint_commands"));
+        }
+        let every = self.trajectory_every();
+        if self.plan_len() > 1 && (self.plan_len() as i64) < every {
+            let why = format!(
+                "{} points ({:.0} ms) do not reach the next trajectory, {every} control periods later (trajectory_rate_hz {}); \
+                 raise it to {every} or more, or raise trajectory_rate_hz",
+                self.plan_len(),
+                self.plan_len() as f64 * 1e3 / self.control_rate_hz,
+                self.trajectory_rate_hz
+            );
+            return Err(Error::param("trajectory_horizon", self.trajectory_horizon, why));
         }
         Ok(())
     }
@@ -387,6 +473,31 @@ impl Config {
     /// Control period in nanoseconds.
     pub fn control_period_ns(&self) -> i64 {
         (1e9 / self.control_rate_hz).round() as i64
+    }
+
+    /// Points per command: the trajectory horizon with `command_type` joint_trajectory,
+    /// else one.
+    pub fn plan_len(&self) -> usize {
+        match self.command_type {
+            CommandType::JointTrajectory => self.trajectory_horizon,
+            CommandType::Float64MultiArray => 1,
+        }
+    }
+
+    /// Control ticks from one command message to the next: every tick, except for
+    /// multi-point trajectories, which go out at `trajectory_rate_hz` (rounded to whole
+    /// control periods, at most one per tick).
+    pub fn trajectory_every(&self) -> i64 {
+        if self.plan_len() <= 1 {
+            return 1;
+        }
+        ((self.control_rate_hz / self.trajectory_rate_hz).round() as i64).max(1)
+    }
+
+    /// Indices into `joint_names` of the arm joints (commanded on `joint_commands`) and
+    /// of the gripper joints (on `gripper_commands`), each in `joint_names` order.
+    pub fn arm_and_gripper(&self) -> (Vec<usize>, Vec<usize>) {
+        (0..self.joint_names.len()).partition(|&i| !self.gripper_joints.contains(&self.joint_names[i]))
     }
 }
 
@@ -496,6 +607,37 @@ mod tests {
     }
 
     #[test]
+    fn outputs_and_limits_are_checked_against_the_joints() {
+        let e = Config::from_params(&with("gripper_joints", ParamValue::StringArray(vec!["claw".into()]))).unwrap_err().to_string();
+        assert!(e.contains("gripper_joints") && e.contains("`claw` is not in joint_names"), "{e}");
+        let (cfg, _) = Config::from_params(&with("gripper_joints", ParamValue::StringArray(vec!["gripper".into()]))).unwrap();
+        assert_eq!(cfg.arm_and_gripper(), (vec![0, 1, 2, 3, 4], vec![5]));
+
+        // Trajectories: 10 points at 50 Hz cover the 100 ms to the next at 10 Hz, 3 do not.
+        let mut p = with("command_type", ParamValue::String("joint_trajectory".into()));
+        let (cfg, _) = Config::from_params(&p).unwrap();
+        assert_eq!((cfg.plan_len(), cfg.trajectory_every()), (10, 5));
+        p.insert("trajectory_horizon".into(), ParamValue::Integer(3));
+        let e = Config::from_params(&p).unwrap_err().to_string();
+        assert!(e.contains("trajectory_horizon") && e.contains("raise it to 5"), "{e}");
+        // One point: every tick, whatever the rate.
+        p.insert("trajectory_horizon".into(), ParamValue::Integer(1));
+        let (cfg, _) = Config::from_params(&p).unwrap();
+        assert_eq!((cfg.plan_len(), cfg.trajectory_every()), (1, 1));
+        // A multi-array command is one point per tick.
+        assert_eq!((Config::default().plan_len(), Config::default().trajectory_every()), (1, 1));
+
+        // Empty limit lists only with a robot description.
+        let mut p = with("joint_lower_limits", ParamValue::DoubleArray(vec![]));
+        assert!(Config::from_params(&p).unwrap_err().to_string().contains("one value per joint"));
+        p.insert("robot_description_source".into(), ParamValue::String("topic".into()));
+        assert!(Config::from_params(&p).is_ok());
+        p.insert("robot_description_source".into(), ParamValue::String("parameter".into()));
+        let e = Config::from_params(&p).unwrap_err().to_string();
+        assert!(e.contains("robot_description") && e.contains("give the URDF"), "{e}");
+    }
+
+    #[test]
     fn smoothing_choice_reads_its_own_parameter() {
         let mut p = with("smoothing", ParamValue::String("exponential".into()));
         p.insert("exponential_alpha".into(), ParamValue::Double(0.25));
@@ -542,7 +684,7 @@ mod tests {
             assert!(!p.description.is_empty() && !p.description.starts_with(' ') && !p.description.contains('\n'), "{p:?}");
         }
         let runtime: Vec<&str> = PARAMETERS.iter().filter(|p| p.runtime).map(|p| p.name).collect();
-        assert_eq!(runtime, ["attention_threshold", "activation_alpha", "explain_rate_hz", "explanation_method"]);
+        assert_eq!(runtime, ["attention_threshold", "activation_alpha", "explain_rate_hz", "explanation_method", "dry_run"]);
         assert_eq!(Config::spec("device").unwrap().ros_type, "string");
         assert_eq!(Config::spec("joint_lower_limits").unwrap().ros_type, "double array");
     }

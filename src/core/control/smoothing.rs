@@ -74,6 +74,19 @@ impl TemporalEnsembler {
     pub fn reset(&mut self) {
         self.slots.clear();
     }
+
+    /// The actions `action_for` would give for ticks `from`, `from + 1`, ... if no other
+    /// chunk arrived, up to `n` of them, stopping at the first tick without one (the
+    /// slots are contiguous, so the k-th slot from `from` is tick `from + k` or none).
+    fn planned(&self, from: i64, n: usize) -> Vec<Vec<f64>> {
+        self.slots
+            .iter()
+            .skip_while(|slot| slot.0 < from)
+            .take(n)
+            .zip(from..)
+            .map_while(|((t, sum, weight, count), want)| (*t == want && *count > 0).then(|| sum.iter().map(|s| s / weight).collect()))
+            .collect()
+    }
 }
 
 /// The newest chunk only; what `none` and `exponential` execute.
@@ -87,6 +100,11 @@ impl NewestChunk {
     fn action_for(&self, tick: i64) -> Option<&Vec<f64>> {
         let k = tick.checked_sub(self.first_tick)?;
         usize::try_from(k).ok().and_then(|k| self.actions.get(k))
+    }
+
+    /// The actions for ticks `from`, `from + 1`, ..., at most `n`.
+    fn planned(&self, from: i64, n: usize) -> impl Iterator<Item = &Vec<f64>> {
+        (from..).take(n).map_while(|t| self.action_for(t))
     }
 }
 
@@ -130,6 +148,30 @@ impl Smoother {
                 };
                 *last = Some(y.clone());
                 Some(y)
+            }
+        }
+    }
+
+    /// The actions [`Smoother::action_for`] would give for ticks `from`, `from + 1`, ...
+    /// if no other chunk arrived: the smoothed plan ahead, at most `n` actions, ending at
+    /// the first tick no chunk covers. Changes nothing.
+    pub fn planned(&self, from: i64, n: usize) -> Vec<Vec<f64>> {
+        match self {
+            Smoother::TemporalEnsemble(e) => e.planned(from, n),
+            Smoother::None(chunk) => chunk.planned(from, n).cloned().collect(),
+            Smoother::Exponential { alpha, chunk, last } => {
+                let mut prev = last.clone();
+                chunk
+                    .planned(from, n)
+                    .map(|x| {
+                        let y: Vec<f64> = match &prev {
+                            Some(p) => x.iter().zip(p).map(|(x, p)| *alpha * x + (1.0 - *alpha) * p).collect(),
+                            None => x.clone(),
+                        };
+                        prev = Some(y.clone());
+                        y
+                    })
+                    .collect()
             }
         }
     }
@@ -254,6 +296,33 @@ mod tests {
         assert_eq!(exp.action_for(2), Some(vec![5.75]));
         exp.reset();
         assert_eq!(exp.action_for(2), None);
+    }
+
+    /// The plan ahead is what the smoother then executes, tick by tick, when no other
+    /// chunk arrives: for each smoother, from random points of a random chunk stream.
+    #[test]
+    fn the_plan_ahead_is_what_gets_executed() {
+        for smoothing in [Smoothing::TemporalEnsemble { m: 0.1 }, Smoothing::Exponential { alpha: 0.3 }, Smoothing::None] {
+            for seed in 0..30u64 {
+                let mut s = seed + 7;
+                let mut smoother = Smoother::new(smoothing);
+                let mut first = 0i64;
+                for tick in 0..60i64 {
+                    if lcg(&mut s) < 0.3 {
+                        first = tick - (lcg(&mut s) * 3.0) as i64;
+                        let len = 3 + (lcg(&mut s) * 10.0) as usize;
+                        let chunk: Vec<Vec<f64>> = (0..len).map(|_| vec![lcg(&mut s), lcg(&mut s)]).collect();
+                        smoother.add_chunk(first, &chunk);
+                    }
+                    let n = (lcg(&mut s) * 8.0) as usize;
+                    let plan = smoother.planned(tick, n);
+                    let mut ahead = smoother.clone();
+                    let executed: Vec<Vec<f64>> = (tick..tick + n as i64).map_while(|t| ahead.action_for(t)).collect();
+                    assert_eq!(plan, executed, "{smoothing:?} seed {seed} tick {tick} (chunk from {first})");
+                    smoother.action_for(tick);
+                }
+            }
+        }
     }
 
     #[test]
