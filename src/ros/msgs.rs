@@ -156,7 +156,10 @@ pub fn command_trajectory(positions: Vec<f64>, now: i64, joint_names: &[String],
         joint_names: joint_names.to_vec(),
         points: vec![JointTrajectoryPoint {
             positions,
-            time_from_start: RosDuration { sec: 0, nanosec: period.as_nanos() as u32 },
+            // Whole seconds apart: periods of a second or more (control rates under 1 Hz)
+            // keep nanosec below 1e9, as builtin_interfaces/Duration requires; at most
+            // 1000 s (Rule::Rate), far within an i32.
+            time_from_start: RosDuration { sec: period.as_secs() as i32, nanosec: period.subsec_nanos() },
             ..Default::default()
         }],
     }
