@@ -50,7 +50,9 @@ pub fn grids(policy: &dyn PolicyRunner, obs: &Observation, batch: usize) -> Resu
             }
         }
     };
-    let batch = batch.max(1);
+    // A batch larger than all the inputs is one pass of all of them (occlusion_batch
+    // has no upper bound; a billion must not reserve a billion copies).
+    let batch = batch.clamp(1, total);
     let mut outputs: Vec<PolicyOutput> = Vec::with_capacity(total);
     let mut buf = Vec::with_capacity(batch * obs.images.len());
     let mut i = 0;
