@@ -151,6 +151,8 @@ pub struct Pipeline {
     last_arrival: Vec<Option<i64>>,
     timeouts: Vec<i64>,
     joint_tolerance: i64,
+    /// How far ahead of `now` a stamp may lie (max_stamp_lead_s).
+    max_stamp_lead: i64,
     period: i64,
     smoother: Smoother,
     safety: SafetyFilter,
@@ -182,6 +184,7 @@ impl Pipeline {
             last_arrival: vec![None; n + 1],
             timeouts,
             joint_tolerance: secs_to_ns(cfg.joint_state_tolerance_s),
+            max_stamp_lead: secs_to_ns(cfg.max_stamp_lead_s),
             period: cfg.control_period_ns(),
             smoother: Smoother::new(cfg.smoothing()),
             safety: SafetyFilter::new(
@@ -221,6 +224,10 @@ impl Pipeline {
                 return Vec::new();
             }
         };
+        if let Err((reason, detail)) = self.check_stamp(stamp, now) {
+            events.push(Event::Rejected { input, reason, detail });
+            return Vec::new();
+        }
         self.last_arrival[camera] = Some(now);
         let out = self.sync.add(camera, stamp, Frame { rgb, arrival: now, source: image });
         for (k, _, _, reason) in &out.dropped {
@@ -259,9 +266,28 @@ impl Pipeline {
         None
     }
 
+    /// Whether a message's stamp can be used at `now`: a zero or negative stamp means
+    /// the publisher does not stamp its messages, and a stamp far ahead of the clock
+    /// would make every later message of its topic look late (stamps must increase).
+    /// Before a simulated clock has started (`now` 0) only the first rule applies.
+    fn check_stamp(&self, stamp: i64, now: i64) -> Result<(), (&'static str, String)> {
+        if stamp <= 0 {
+            return Err(("stamp not set (zero or negative)", format!("stamp {stamp} ns")));
+        }
+        if now > 0 && stamp.saturating_sub(now) > self.max_stamp_lead {
+            let detail = format!("stamp {:.3} s ahead of the clock", (stamp - now) as f64 / 1e9);
+            return Err(("stamp ahead of the clock by more than max_stamp_lead_s", detail));
+        }
+        Ok(())
+    }
+
     pub fn on_joint_state(&mut self, stamp: i64, now: i64, names: &[String], positions: &[f64], events: &mut Events) {
         let input = Input::JointStates;
         events.push(Event::Received(input));
+        if let Err((reason, detail)) = self.check_stamp(stamp, now) {
+            events.push(Event::Rejected { input, reason, detail });
+            return;
+        }
         match self.joints.push(stamp, names, positions) {
             Ok(()) => {
                 events.push(Event::Used(input));
@@ -271,9 +297,10 @@ impl Pipeline {
         }
     }
 
-    /// A new instruction. Empty ones, ones longer than the policy's token limit and ones
-    /// holding control characters are rejected (and counted); the previous instruction
-    /// stays in effect.
+    /// A new instruction. Empty ones, ones longer than the policy's token limit, ones
+    /// holding control characters and ones with no token in the policy's vocabulary
+    /// (only emoji, say) are rejected (and counted); the previous instruction stays in
+    /// effect.
     pub fn on_instruction(&mut self, text: &str, events: &mut Events) {
         let input = Input::Instruction;
         events.push(Event::Received(input));
@@ -293,11 +320,19 @@ impl Pipeline {
             events.push(Event::Rejected { input, reason, detail: format!("{reason}: {detail}") });
             return;
         }
-        events.push(Event::Used(input));
         if self.instruction.as_ref().is_some_and(|i| &*i.text == trimmed) {
+            events.push(Event::Used(input));
             return;
         }
         let tokens = self.tokenizer.encode(trimmed);
+        // Every real token unknown or blank: the policy would act on no word at all.
+        let blank = tokens.pieces.iter().filter(|p| p.trim().is_empty()).count();
+        if tokens.unknown + blank >= tokens.pieces.len() {
+            let reason = "instruction has no token in the policy's vocabulary";
+            events.push(Event::Rejected { input, reason, detail: format!("{reason}: {trimmed:?}") });
+            return;
+        }
+        events.push(Event::Used(input));
         let seq = self.instruction.as_ref().map_or(1, |i| i.seq + 1);
         let text: Arc<str> = trimmed.into();
         events.push(Event::NewInstruction { text: text.clone(), seq, unknown: tokens.unknown });
@@ -608,8 +643,9 @@ mod tests {
     fn observations_need_an_instruction_and_carry_state_and_images() {
         let mut r = Rig::new();
         // Frames 33 ms apart, and the inter-message bound of the default configuration:
-        // each set is complete as soon as its last frame arrives.
-        for t in [0, 33, 66] {
+        // each set is complete as soon as its last frame arrives. (Stamp 0 would be
+        // rejected as not set.)
+        for t in [1, 34, 67] {
             assert!(r.frame(t * MS).is_empty());
         }
         let key = ("camera/main/image_raw".to_owned(), "no instruction yet".to_owned());
@@ -644,6 +680,54 @@ mod tests {
         assert_eq!(st.received["instruction"], 5);
         assert_eq!(st.used["instruction"], 1);
         assert_eq!(st.rejected_total(), 4);
+    }
+
+    #[test]
+    fn instructions_without_a_known_token_are_rejected() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go left");
+        for bad in ["🤖", " 🤖 🦾 ", "\u{200b}", "\u{3000}😀\u{3000}😀"] {
+            r.core.on_instruction(bad);
+            assert_eq!(r.core.instruction(), Some("go left"), "{bad:?}");
+        }
+        // One known character among unknown ones is an instruction.
+        r.core.on_instruction("🤖 go");
+        assert_eq!(r.core.instruction(), Some("🤖 go"));
+        let st = r.stats.lock().unwrap();
+        let key = ("instruction".to_owned(), "instruction has no token in the policy's vocabulary".to_owned());
+        assert_eq!(st.rejected.get(&key), Some(&4));
+        assert_eq!(st.used["instruction"], 2);
+    }
+
+    #[test]
+    fn unset_and_far_future_stamps_are_rejected_and_do_not_block_the_stream() {
+        let mut r = Rig::new();
+        let t = 1_000 * MS;
+        let names = r.names.clone();
+        // Not set; an hour ahead of the clock (max_stamp_lead_s is 1 s by default).
+        r.core.on_joint_state(0, t, &names, &[0.0, 0.0]);
+        r.core.on_joint_state(-5, t, &names, &[0.0, 0.0]);
+        r.core.on_joint_state(t + 3_600_000 * MS, t, &names, &[0.0, 0.0]);
+        r.core.on_image(0, Arc::new(image_at(0)), t, Ok(vec![0; 12]));
+        r.core.on_image(0, Arc::new(image_at(t + 3_600_000 * MS)), t, Ok(vec![0; 12]));
+        // Within the lead, and later stamps of the same streams: used.
+        r.core.on_joint_state(t + 500 * MS, t, &names, &[0.0, 0.0]);
+        r.core.on_joint_state(t + 510 * MS, t, &names, &[0.0, 0.0]);
+        r.core.on_image(0, Arc::new(image_at(t)), t, Ok(vec![0; 12]));
+        // Before a simulated clock starts (now 0), any set stamp is taken.
+        r.core.on_image(1, Arc::new(image_at(t)), 0, Ok(vec![0; 12]));
+        let st = r.stats.lock().unwrap();
+        let count = |topic: &str, reason: &str| st.rejected.get(&(topic.to_owned(), reason.to_owned())).copied();
+        assert_eq!(count("joint_states", "stamp not set (zero or negative)"), Some(2));
+        assert_eq!(count("joint_states", "stamp ahead of the clock by more than max_stamp_lead_s"), Some(1));
+        assert_eq!(count("camera/main/image_raw", "stamp not set (zero or negative)"), Some(1));
+        assert_eq!(count("camera/main/image_raw", "stamp ahead of the clock by more than max_stamp_lead_s"), Some(1));
+        assert_eq!(st.used["joint_states"], 2);
+        assert_eq!(st.rejected_total(), 5);
+    }
+
+    fn image_at(stamp: i64) -> CameraImage {
+        CameraImage { stamp, frame_id: String::new(), width: 4, height: 4, encoding: "rgb8".into(), step: 12, data: vec![0; 48].into() }
     }
 
     #[test]

@@ -222,6 +222,8 @@ parameters! {
     camera_timeout_s: f64 = 0.5, Rule::Positive, startup;
     /// hold position when joint_states is silent this long
     joint_state_timeout_s: f64 = 0.25, Rule::Positive, startup;
+    /// reject camera images and joint states stamped further ahead of the node's clock
+    max_stamp_lead_s: f64 = 1.0, Rule::Positive, startup;
     /// temporal_ensemble, exponential or none
     smoothing: SmoothingKind = SmoothingKind::TemporalEnsemble, Rule::Any, startup;
     /// temporal ensembling weight exp(-m*i), i = 0 the oldest chunk
