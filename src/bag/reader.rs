@@ -181,6 +181,7 @@ impl BagReader {
                     Ok(rows) if rows.is_empty() => None,
                     Ok(rows) => {
                         *page = rows.into_iter();
+                        // The arm above took the empty page.
                         let (t, id, msg) = page.next().expect("not empty");
                         *after = Some((t, id));
                         *done += 1;
@@ -211,6 +212,7 @@ impl Iterator for BagReader {
                     }
                 }
             }
+            // `current` was either set or just opened above.
             let (path, source) = self.current.as_mut().expect("opened above");
             match Self::next_from(path, source) {
                 Some(Ok(m)) => return Some(Ok(m)),

@@ -246,6 +246,7 @@ impl Pipeline {
             (Some(instr), Some(q)) => {
                 let obs = Observation {
                     stamp,
+                    // Not empty, as above.
                     arrival: set.iter().map(|(_, f)| f.arrival).max().expect("not empty"),
                     images: set.iter().fold(Vec::with_capacity(set.len() * set[0].1.rgb.len()), |mut v, (_, f)| {
                         v.extend_from_slice(&f.rgb);

@@ -64,8 +64,9 @@ pub trait PolicyRunner: Send + Sync {
     /// One forward pass on the control path.
     fn infer(&self, images: &[u8], state: &[f64], tokens: &Tokens) -> Result<PolicyOutput> {
         let mut out = self.infer_batch(images, 1, state, tokens, Priority::Control)?;
-        // infer_batch returns one output per batch element.
-        Ok(out.pop().expect("one output for a batch of one"))
+        // One output per batch element is the runner's promise, not something checked
+        // here: a runner that breaks it fails the inference rather than the node.
+        out.pop().ok_or_else(|| crate::error::Error::Inference("no output for a batch of one".into()))
     }
 
     /// Bytes of one observation's images: cameras x height x width x 3.

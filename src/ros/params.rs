@@ -79,6 +79,7 @@ impl r2r::RosParams for LiveConfig {
     }
 
     fn set_parameter(&mut self, name: &str, value: &ParameterValue) -> r2r::Result<()> {
+        // check_parameter converted and applied the very same value without an error.
         self.check_parameter(name, value)?;
         let v = to_param_value(value).expect("checked");
         self.0 = self.0.with_runtime_change(name, &v).expect("checked");
