@@ -8,8 +8,10 @@
 //! tokens. Token weights are uniform over the real tokens; each camera's patch map is
 //! its patches' mean brightness, normalized to sum to 1.
 
-use super::{ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
-use crate::core::inputs::tokenizer::{CharTokenizer, Tokens};
+use super::{ForwardGate, Normalization, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
+use crate::core::config::Config;
+use crate::core::contract::PATCH_GRID;
+use crate::core::inputs::tokenizer::{CharTokenizer, TokenizerSpec, Tokens};
 use crate::error::{Error, Result};
 
 /// What the fake policy does wrong, on purpose.
@@ -34,6 +36,36 @@ impl FakePolicy {
     pub fn new(meta: PolicyMeta) -> std::result::Result<Self, String> {
         let tokenizer = CharTokenizer::new(meta.tokenizer.clone())?;
         Ok(FakePolicy { meta, tokenizer, fault: Fault::None, gate: ForwardGate::default() })
+    }
+
+    /// The metadata of a policy made for `cfg` (its cameras, joints and control rate),
+    /// with a small 16x12 input, the contract's patch grid, `chunk_length` actions and a
+    /// character vocabulary of English letters, digits and a few Chinese characters:
+    /// what tests and fuzzing pair with a configuration they drew. Passes
+    /// [`PolicyMeta::differences`] against `cfg` for any `chunk_length` > 0.
+    pub fn meta_for(cfg: &Config, chunk_length: usize) -> PolicyMeta {
+        let n = cfg.joint_names.len();
+        PolicyMeta {
+            contract_version: 1,
+            name: "fake".into(),
+            camera_names: cfg.camera_names.clone(),
+            image_height: 12,
+            image_width: 16,
+            patch_grid: PATCH_GRID,
+            joint_names: cfg.joint_names.clone(),
+            action_dim: n,
+            chunk_length,
+            control_rate_hz: cfg.control_rate_hz,
+            tokenizer: TokenizerSpec {
+                kind: "char".into(),
+                vocab: "abcdefghijklmnopqrstuvwxyz0123456789 红绿蓝色方块圆柱体移动到上".into(),
+                max_length: 32,
+                pad_id: 0,
+                unk_id: 1,
+                lowercase: true,
+            },
+            normalization: Normalization { state_mean: vec![0.0; n], state_std: vec![1.0; n], action_mean: vec![0.0; n], action_std: vec![1.0; n] },
+        }
     }
 
     pub fn with_fault(mut self, fault: Fault) -> Self {
