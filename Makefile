@@ -5,7 +5,12 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-core test-unit test-ros demo bench bench-e2e clean
+.PHONY: setup build test test-core test-unit test-ros fuzz fuzz-smoke demo bench bench-e2e clean
+
+# Seconds per fuzz target: `make fuzz` (override: make fuzz FUZZ_SECONDS=3600), and the
+# smoke run of every target in `make test`.
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 5
 
 setup:
 	scripts/setup.sh
@@ -16,6 +21,7 @@ build: setup
 
 test: build test-core
 	$(ENV) cargo test --release
+	$(ENV) scripts/fuzz.sh -t $(FUZZ_SMOKE_SECONDS)
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
 
 # The core's tests need neither the ROS prefix nor libtorch (no environment sourced).
@@ -28,6 +34,15 @@ test-unit: setup
 
 test-ros: build
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
+
+# Coverage-guided fuzzing of every decoder (fuzz/, scripts/fuzz.sh), FUZZ_SECONDS each.
+fuzz: setup
+	scripts/build_msgs.sh
+	$(ENV) scripts/fuzz.sh -t $(FUZZ_SECONDS)
+
+fuzz-smoke: setup
+	scripts/build_msgs.sh
+	$(ENV) scripts/fuzz.sh -t $(FUZZ_SMOKE_SECONDS)
 
 demo: build
 	$(ENV) python scripts/demo.py
