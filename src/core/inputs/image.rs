@@ -69,6 +69,8 @@ pub enum ImageError {
     Step { step: u32, width: u32, channels: usize },
     #[error("data holds {len} bytes, step x height = {expected}")]
     DataLength { len: usize, expected: usize },
+    #[error("image of {width}x{height} has no pixels")]
+    Empty { width: u32, height: u32 },
 }
 
 impl ImageError {
@@ -79,6 +81,7 @@ impl ImageError {
             ImageError::Size { .. } => "image size differs from image_width x image_height",
             ImageError::Step { .. } => "step below width x channels",
             ImageError::DataLength { .. } => "data length differs from step x height",
+            ImageError::Empty { .. } => "image has no pixels",
         }
     }
 }
@@ -103,6 +106,11 @@ pub fn decode_resize(
             expected_width: expected.0,
             expected_height: expected.1,
         });
+    }
+    // Never with a configured size (image_width, image_height >= 1), but this is a
+    // public function: a 0-pixel-wide image has no source span to average.
+    if img.width == 0 || img.height == 0 {
+        return Err(ImageError::Empty { width: img.width, height: img.height });
     }
     let ch = layout.channels();
     let (w, h, step) = (img.width as usize, img.height as usize, img.step as usize);
@@ -244,5 +252,11 @@ mod tests {
         assert_eq!(e, ImageError::DataLength { len: 11, expected: 12 });
         let e = decode_resize(&raw(2, 2, "rgb8", 6, &[]), (2, 2), 1, 1, &mut out).unwrap_err();
         assert!(matches!(e, ImageError::DataLength { len: 0, .. }));
+        // Found by fuzzing (fuzz/fuzz_targets/image.rs): an image of no pixels expected
+        // at its own size indexed past the end of an empty row.
+        for (w, h) in [(0, 5), (3, 0), (0, 0)] {
+            let e = decode_resize(&raw(w, h, "rgb8", w * 3, &[]), (w, h), 2, 2, &mut out).unwrap_err();
+            assert_eq!(e, ImageError::Empty { width: w, height: h });
+        }
     }
 }
