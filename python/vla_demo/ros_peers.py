@@ -94,15 +94,17 @@ class ScenePublisher:
 
 class SimArm:
     """An arm that tracks the commanded positions perfectly and reports joint_states at
-    `rate_hz`, in its own joint order plus one joint the controller does not command."""
+    `rate_hz`, in its own joint order plus joints the controller does not command
+    (`extra`: (name, position) pairs, one by default; a test may set others)."""
 
-    EXTRA = "camera_tilt"
+    EXTRA = [("camera_tilt", 0.0)]
 
     def __init__(self, node: Node, q0: np.ndarray, rate_hz: float = 100.0, prefix: str = "",
                  command_topic: str = "joint_commands"):
         self.node = node
         self.q = np.array(q0, dtype=float)
-        self.names = list(reversed(sc.JOINT_NAMES)) + [self.EXTRA]
+        self.names = list(reversed(sc.JOINT_NAMES))
+        self.extra = list(self.EXTRA)
         self.pub = node.create_publisher(JointState, f"{prefix}joint_states", RELIABLE)
         # An absolute command topic (a remapped controller's) is taken as it is.
         command_topic = command_topic if command_topic.startswith("/") else f"{prefix}{command_topic}"
@@ -122,10 +124,11 @@ class SimArm:
     def _tick(self) -> None:
         msg = JointState()
         set_stamp(msg, self.node.get_clock().now().nanoseconds)
-        msg.name = self.names
+        extra = self.extra
+        msg.name = self.names + [name for name, _ in extra]
         with self.lock:
             q = self.q.copy()
-        msg.position = [float(v) for v in reversed(q)] + [0.0]
+        msg.position = [float(v) for v in reversed(q)] + [float(v) for _, v in extra]
         self.pub.publish(msg)
 
 
