@@ -5,7 +5,12 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-core test-unit test-ros test-lerobot demo bench bench-e2e bench-sweep bench-closed-loop clean
+.PHONY: setup build test test-core test-unit test-ros test-lerobot fuzz fuzz-smoke demo bench bench-e2e bench-sweep bench-closed-loop clean
+
+# Seconds per fuzz target: `make fuzz` (override: make fuzz FUZZ_SECONDS=3600), and the
+# smoke run of every target in `make test`.
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 5
 
 setup:
 	scripts/setup.sh
@@ -16,6 +21,7 @@ build: setup
 
 test: build test-core
 	$(ENV) cargo test --release
+	$(ENV) scripts/fuzz.sh -t $(FUZZ_SMOKE_SECONDS)
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
 	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
 
@@ -33,6 +39,15 @@ test-ros: build
 # The LeRobot export (python -m vla_export.lerobot) against LeRobot itself, in its own environment.
 test-lerobot: build
 	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
+
+# Coverage-guided fuzzing of every decoder (fuzz/, scripts/fuzz.sh), FUZZ_SECONDS each.
+fuzz: setup
+	scripts/build_msgs.sh
+	$(ENV) scripts/fuzz.sh -t $(FUZZ_SECONDS)
+
+fuzz-smoke: setup
+	scripts/build_msgs.sh
+	$(ENV) scripts/fuzz.sh -t $(FUZZ_SMOKE_SECONDS)
 
 demo: build
 	$(ENV) python scripts/demo.py

@@ -806,7 +806,7 @@ mod tests {
         let rig = Rig::new(Config { goal_settle_speed: 0.05, goal_settle_time_s: 0.1, ..config() }, Fault::None);
         let (id, mut end) = rig.driver.start_task(&rig.pipe, "go left", 0, 0).unwrap();
         let mut result = None;
-        rig.run_until(0, |_, _| {
+        rig.run_until(10, |_, _| {
             result = ended(&mut end);
             result.is_some()
         });
@@ -823,7 +823,7 @@ mod tests {
     fn a_task_ends_at_its_time_limit_on_cancel_and_on_preemption() {
         let rig = Rig::new(Config { goal_settle_time_s: 100.0, ..config() }, Fault::None);
         let (_, mut end) = rig.driver.start_task(&rig.pipe, "go", 150 * MS, 0).unwrap();
-        let t = rig.run_until(0, |_, _| end.try_recv().unwrap().is_some());
+        let t = rig.run_until(10, |_, _| end.try_recv().unwrap().is_some());
         assert!((150..=170).contains(&t), "ended at {t} ms");
 
         let (id, mut end) = rig.driver.start_task(&rig.pipe, "go", 0, t * MS).unwrap();
@@ -848,7 +848,7 @@ mod tests {
         let rig = Rig::new(config(), Fault::None);
         let (_, mut end) = rig.driver.start_task(&rig.pipe, "go", 0, 0).unwrap();
         let mut outputs = Vec::new();
-        for k in 0..5 {
+        for k in 1..5 {
             rig.step(k * 10 * MS, &mut outputs);
         }
         let (mut t, mut result) = (50, None);
@@ -867,7 +867,7 @@ mod tests {
         let rig = Rig::new(config(), Fault::Error);
         let (_, mut end) = rig.driver.start_task(&rig.pipe, "go", 0, 0).unwrap();
         let mut result = None;
-        rig.run_until(0, |_, _| {
+        rig.run_until(10, |_, _| {
             result = ended(&mut end);
             result.is_some()
         });

@@ -109,7 +109,8 @@ def stamp_ns(stamp) -> int:
 
 class SimArm:
     """An arm that tracks the commanded positions perfectly and reports joint_states at
-    `rate_hz`, in its own joint order plus one joint the controller does not command.
+    `rate_hz`, in its own joint order plus joints the controller does not command
+    (`extra`: (name, position) pairs, one by default; a test may set others).
 
     Commands: Float64MultiArray on `command_topic` (all joints, or all but the gripper
     when `gripper_topic` is given), or with `command_type=JointTrajectory` trajectories,
@@ -117,7 +118,7 @@ class SimArm:
     arrives, linearly through its points at `header.stamp + time_from_start` (a zero
     stamp: from arrival), holding the last; a new trajectory replaces the old."""
 
-    EXTRA = "camera_tilt"
+    EXTRA = [("camera_tilt", 0.0)]
 
     def __init__(self, node: Node, q0: np.ndarray, rate_hz: float = 100.0, prefix: str = "",
                  command_topic: str = "joint_commands", command_type=Float64MultiArray,
@@ -126,7 +127,8 @@ class SimArm:
         self.lock = threading.Lock()
         self.sent = 0  # joint_states published
         self.q = np.array(q0, dtype=float)
-        self.names = list(reversed(sc.JOINT_NAMES)) + [self.EXTRA]
+        self.names = list(reversed(sc.JOINT_NAMES))
+        self.extra = list(self.EXTRA)
         self.gripper = sc.JOINT_NAMES.index("gripper") if gripper_topic else None
         self.arm = [i for i in range(len(sc.JOINT_NAMES)) if i != self.gripper]
         self.trajectory = None  # (joint indices, [(t_ns, positions)])
@@ -176,12 +178,13 @@ class SimArm:
         msg = JointState()
         now = self.node.get_clock().now().nanoseconds
         set_stamp(msg, now)
-        msg.name = self.names
+        extra = self.extra
+        msg.name = self.names + [name for name, _ in extra]
         with self.lock:
             if self.trajectory is not None:
                 self._sample(now)
             q = self.q.copy()
-        msg.position = [float(v) for v in reversed(q)] + [0.0]
+        msg.position = [float(v) for v in reversed(q)] + [float(v) for _, v in extra]
         self.pub.publish(msg)
         self.sent += 1
 

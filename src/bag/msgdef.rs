@@ -77,6 +77,7 @@ pub fn definition(type_name: &str) -> Result<String> {
         if !seen.insert(dep.clone()) {
             continue;
         }
+        // `dependencies` returns only names that `split` parsed.
         let (dp, dn) = split(&dep).expect("dependencies are pkg/Type");
         let text = read(dp, dn)?;
         out.push_str(&format!("\n{SEPARATOR}\nMSG: {dep}\n{}", text.trim_end()));

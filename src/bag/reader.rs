@@ -148,8 +148,13 @@ impl BagReader {
             }
             _ => {
                 let file = File::open(path).map_err(|e| Error::bag(path, e))?;
+                // No record is longer than its file: a damaged length field is an error,
+                // not a buffer of that size (it overflowed or exhausted memory).
+                let len = file.metadata().map_err(|e| Error::bag(path, e))?.len();
+                let options = mcap::sans_io::LinearReaderOptions::default().with_record_length_limit(usize::try_from(len).unwrap_or(usize::MAX));
                 let counting = Counting { inner: file, read: self.bytes_read.clone() };
-                Ok(Source::Mcap(Box::new(mcap::io::MessageReader::new(BufReader::with_capacity(1 << 20, counting)))))
+                let reader = mcap::io::MessageReader::new_with_options(BufReader::with_capacity(1 << 20, counting), options);
+                Ok(Source::Mcap(Box::new(reader)))
             }
         }
     }
@@ -181,6 +186,7 @@ impl BagReader {
                     Ok(rows) if rows.is_empty() => None,
                     Ok(rows) => {
                         *page = rows.into_iter();
+                        // The arm above took the empty page.
                         let (t, id, msg) = page.next().expect("not empty");
                         *after = Some((t, id));
                         *done += 1;
@@ -211,6 +217,7 @@ impl Iterator for BagReader {
                     }
                 }
             }
+            // `current` was either set or just opened above.
             let (path, source) = self.current.as_mut().expect("opened above");
             match Self::next_from(path, source) {
                 Some(Ok(m)) => return Some(Ok(m)),
@@ -257,6 +264,22 @@ mod tests {
         assert!(e.contains("gone.mcap") && e.contains("listed in metadata.yaml but missing"), "{e}");
         let e = BagReader::open(&d.join("nothing")).err().unwrap().to_string();
         assert!(e.contains("no such file or folder"), "{e}");
+    }
+
+    #[test]
+    fn a_record_length_beyond_the_file_is_damage_not_an_allocation() {
+        // Found by fuzzing (fuzz/fuzz_targets/bag.rs): after the magic, an opcode and a
+        // length of 2^64 - 1 made the reader reserve that much and panic.
+        let d = dir("huge-record");
+        let f = d.join("x.mcap");
+        let mut bytes = b"\x89MCAP0\r\n".to_vec();
+        bytes.push(0x01);
+        bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&f, &bytes).unwrap();
+        let mut r = BagReader::open(&f).unwrap();
+        let e = r.next().unwrap().unwrap_err().to_string();
+        assert!(e.contains("x.mcap") && e.contains("damaged MCAP data"), "{e}");
+        assert!(r.next().is_none());
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl BagWriter {
         };
         let path = self.dir.join(&self.file_name);
         self.writer.write_to_known_channel(&header, data).map_err(|e| Error::bag(&path, e))?;
+        // `self.channel` above registered the topic (or found it registered).
         self.topics.get_mut(topic).expect("channel made above").1 += 1;
         self.start = Some(self.start.map_or(time, |s| s.min(time)));
         self.end = self.end.max(time);

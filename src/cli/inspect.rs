@@ -228,7 +228,8 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings, save
         "{}: {:?} -> {} ({} explanation, {:.0} ms; inference {:.1} ms)",
         case.out.display(),
         case.instruction,
-        written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", "),
+        // Each a file name joined to the output folder above.
+        written.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", "),
         e.method,
         explain_ms,
         infer_ms

@@ -220,7 +220,7 @@ impl Replay {
     /// One input message at time `now`, fed to the node's input `topic`.
     fn feed(&mut self, input: Input, topic: &str, msg: &BagMessage, now: i64) {
         fn decode<T: WrappedTypesupport>(data: &[u8]) -> Option<T> {
-            T::from_serialized_bytes(data).ok()
+            msgs::from_cdr(data).ok()
         }
         let reject = |s: &Self, reason: &str, detail: String| {
             let mut st = stats::lock(s.driver.stats());

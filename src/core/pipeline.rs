@@ -205,6 +205,8 @@ pub struct Pipeline {
     last_arrival: Vec<Option<i64>>,
     timeouts: Vec<i64>,
     joint_tolerance: i64,
+    /// How far ahead of `now` a stamp may lie (max_stamp_lead_s).
+    max_stamp_lead: i64,
     period: i64,
     smoother: Smoother,
     /// The running plan of real-time chunking (smoothing `rtc`).
@@ -255,6 +257,7 @@ impl Pipeline {
             last_arrival: vec![None; n + 1],
             timeouts,
             joint_tolerance: secs_to_ns(cfg.joint_state_tolerance_s),
+            max_stamp_lead: secs_to_ns(cfg.max_stamp_lead_s),
             period: cfg.control_period_ns(),
             smoother: Smoother::new(cfg.smoothing()),
             rtc: match cfg.smoothing() {
@@ -308,6 +311,10 @@ impl Pipeline {
                 return Vec::new();
             }
         };
+        if let Err((reason, detail)) = self.check_stamp(stamp, now) {
+            events.push(Event::Rejected { input, reason, detail });
+            return Vec::new();
+        }
         self.last_arrival[camera] = Some(now);
         let out = self.sync.add(camera, stamp, Frame { rgb, arrival: now, source: image });
         for (k, _, _, reason) in &out.dropped {
@@ -333,6 +340,7 @@ impl Pipeline {
             (Some(instr), Some(q)) => {
                 let obs = Observation {
                     stamp,
+                    // Not empty, as above.
                     arrival: set.iter().map(|(_, f)| f.arrival).max().expect("not empty"),
                     images: set.iter().fold(Vec::with_capacity(set.len() * set[0].1.rgb.len()), |mut v, (_, f)| {
                         v.extend_from_slice(&f.rgb);
@@ -354,9 +362,28 @@ impl Pipeline {
         None
     }
 
+    /// Whether a message's stamp can be used at `now`: a zero or negative stamp means
+    /// the publisher does not stamp its messages, and a stamp far ahead of the clock
+    /// would make every later message of its topic look late (stamps must increase).
+    /// Before a simulated clock has started (`now` 0) only the first rule applies.
+    fn check_stamp(&self, stamp: i64, now: i64) -> Result<(), (&'static str, String)> {
+        if stamp <= 0 {
+            return Err(("stamp not set (zero or negative)", format!("stamp {stamp} ns")));
+        }
+        if now > 0 && stamp.saturating_sub(now) > self.max_stamp_lead {
+            let detail = format!("stamp {:.3} s ahead of the clock", (stamp - now) as f64 / 1e9);
+            return Err(("stamp ahead of the clock by more than max_stamp_lead_s", detail));
+        }
+        Ok(())
+    }
+
     pub fn on_joint_state(&mut self, stamp: i64, now: i64, names: &[String], positions: &[f64], events: &mut Events) {
         let input = Input::JointStates;
         events.push(Event::Received(input));
+        if let Err((reason, detail)) = self.check_stamp(stamp, now) {
+            events.push(Event::Rejected { input, reason, detail });
+            return;
+        }
         match self.joints.push(stamp, names, positions) {
             Ok(()) => {
                 events.push(Event::Used(input));
@@ -415,6 +442,10 @@ impl Pipeline {
         } else if tokens.truncated > 0 {
             let n = tokens.len() + tokens.truncated;
             Err(("instruction longer than the policy's token limit", format!("{n} tokens, the policy takes {}", tokenizer.max_length())))
+        } else if tokens.unknown + tokens.pieces.iter().filter(|p| p.trim().is_empty()).count() >= tokens.pieces.len() {
+            // Every real token unknown or blank (only emoji, a zero-width space): the
+            // policy would act on no word at all.
+            Err(("instruction has no token in the policy's vocabulary", format!("{trimmed:?}")))
         } else {
             Ok(trimmed)
         }
@@ -880,8 +911,9 @@ mod tests {
     fn observations_need_an_instruction_and_carry_state_and_images() {
         let mut r = Rig::new();
         // Frames 33 ms apart, and the inter-message bound of the default configuration:
-        // each set is complete as soon as its last frame arrives.
-        for t in [0, 33, 66] {
+        // each set is complete as soon as its last frame arrives. (Stamp 0 would be
+        // rejected as not set.)
+        for t in [1, 34, 67] {
             assert!(r.frame(t * MS).is_empty());
         }
         let key = ("camera/main/image_raw".to_owned(), "no instruction yet".to_owned());
@@ -916,6 +948,54 @@ mod tests {
         assert_eq!(st.received["instruction"], 5);
         assert_eq!(st.used["instruction"], 1);
         assert_eq!(st.rejected_total(), 4);
+    }
+
+    #[test]
+    fn instructions_without_a_known_token_are_rejected() {
+        let mut r = Rig::new();
+        r.core.on_instruction("go left");
+        for bad in ["🤖", " 🤖 🦾 ", "\u{200b}", "\u{3000}😀\u{3000}😀"] {
+            r.core.on_instruction(bad);
+            assert_eq!(r.core.instruction(), Some("go left"), "{bad:?}");
+        }
+        // One known character among unknown ones is an instruction.
+        r.core.on_instruction("🤖 go");
+        assert_eq!(r.core.instruction(), Some("🤖 go"));
+        let st = r.stats.lock().unwrap();
+        let key = ("instruction".to_owned(), "instruction has no token in the policy's vocabulary".to_owned());
+        assert_eq!(st.rejected.get(&key), Some(&4));
+        assert_eq!(st.used["instruction"], 2);
+    }
+
+    #[test]
+    fn unset_and_far_future_stamps_are_rejected_and_do_not_block_the_stream() {
+        let mut r = Rig::new();
+        let t = 1_000 * MS;
+        let names = r.names.clone();
+        // Not set; an hour ahead of the clock (max_stamp_lead_s is 1 s by default).
+        r.core.on_joint_state(0, t, &names, &[0.0, 0.0]);
+        r.core.on_joint_state(-5, t, &names, &[0.0, 0.0]);
+        r.core.on_joint_state(t + 3_600_000 * MS, t, &names, &[0.0, 0.0]);
+        r.core.on_image(0, Arc::new(image_at(0)), t, Ok(vec![0; 12]));
+        r.core.on_image(0, Arc::new(image_at(t + 3_600_000 * MS)), t, Ok(vec![0; 12]));
+        // Within the lead, and later stamps of the same streams: used.
+        r.core.on_joint_state(t + 500 * MS, t, &names, &[0.0, 0.0]);
+        r.core.on_joint_state(t + 510 * MS, t, &names, &[0.0, 0.0]);
+        r.core.on_image(0, Arc::new(image_at(t)), t, Ok(vec![0; 12]));
+        // Before a simulated clock starts (now 0), any set stamp is taken.
+        r.core.on_image(1, Arc::new(image_at(t)), 0, Ok(vec![0; 12]));
+        let st = r.stats.lock().unwrap();
+        let count = |topic: &str, reason: &str| st.rejected.get(&(topic.to_owned(), reason.to_owned())).copied();
+        assert_eq!(count("joint_states", "stamp not set (zero or negative)"), Some(2));
+        assert_eq!(count("joint_states", "stamp ahead of the clock by more than max_stamp_lead_s"), Some(1));
+        assert_eq!(count("camera/main/image_raw", "stamp not set (zero or negative)"), Some(1));
+        assert_eq!(count("camera/main/image_raw", "stamp ahead of the clock by more than max_stamp_lead_s"), Some(1));
+        assert_eq!(st.used["joint_states"], 2);
+        assert_eq!(st.rejected_total(), 5);
+    }
+
+    fn image_at(stamp: i64) -> CameraImage {
+        CameraImage { stamp, frame_id: String::new(), width: 4, height: 4, encoding: "rgb8".into(), step: 12, data: vec![0; 48].into() }
     }
 
     #[test]
@@ -1092,7 +1172,7 @@ mod tests {
         let mut r = Rig::with_config(cfg);
         r.core.on_instruction("go");
         let mut outs = Vec::new();
-        for k in 0..50i64 {
+        for k in 1..51i64 {
             let t = k * 10 * MS;
             r.joints(t, 0.0);
             let mut obs = r.image(0, t, "rgb8");

@@ -50,6 +50,20 @@ pub struct Stats {
 
 pub type SharedStats = Arc<Mutex<Stats>>;
 
+/// A detail for the log: its first 200 characters and how many more there were (a
+/// rejected instruction or encoding can be a megabyte long).
+struct Shortened<'a>(&'a str);
+
+impl std::fmt::Display for Shortened<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 200;
+        match self.0.char_indices().nth(SHOWN) {
+            None => f.write_str(self.0),
+            Some((cut, _)) => write!(f, "{}... ({} more characters)", &self.0[..cut], self.0[cut..].chars().count()),
+        }
+    }
+}
+
 /// Locks shared stats; a thread that panicked while holding them left counters, which
 /// are still worth reporting.
 pub fn lock(stats: &Mutex<Stats>) -> std::sync::MutexGuard<'_, Stats> {
@@ -128,7 +142,7 @@ impl Stats {
         let key = (topic.to_owned(), reason.to_owned());
         let n = bump(&mut self.rejected, &key);
         if self.log_due(key) {
-            tracing::warn!(topic, reason = detail, count = n, "input rejected");
+            tracing::warn!(topic, reason = %Shortened(detail), count = n, "input rejected");
         }
     }
 
@@ -194,5 +208,18 @@ impl Stats {
 
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_details_are_shortened_for_the_log() {
+        assert_eq!(Shortened("unsupported encoding `yuv422`").to_string(), "unsupported encoding `yuv422`");
+        let long = "红".repeat(1000);
+        let s = Shortened(&long).to_string();
+        assert!(s.starts_with(&"红".repeat(200)) && s.ends_with("红... (800 more characters)"), "{s}");
     }
 }

@@ -155,6 +155,8 @@ impl<T> ApproximateTimeSync<T> {
             // the offending topic.
             self.recover_all();
             let t = &mut self.topics[topic];
+            // recover_all put every moved message back: the deque holds the whole queue,
+            // more than queue_size >= 1 messages.
             let (s, m) = t.deque.pop_front().expect("a full queue is not empty");
             out.dropped.push((topic, s, m, SyncDrop::QueueFull));
             t.has_dropped_messages = true;
@@ -169,6 +171,7 @@ impl<T> ApproximateTimeSync<T> {
         out
     }
 
+    /// Called only while every deque is non-empty (`num_non_empty == n`).
     fn front_time(&self, i: usize) -> i64 {
         self.topics[i].deque.front().expect("non-empty deque").0
     }
@@ -204,8 +207,10 @@ impl<T> ApproximateTimeSync<T> {
             match t.deque.front() {
                 Some((s, _)) => *s,
                 None => {
+                    // Only called during a candidate search, which moved every message
+                    // of an emptied deque to `past`.
                     let last = t.past.last().expect("a candidate exists").0;
-                    (last + self.inter_message_lower_bound).max(self.pivot_time)
+                    last.saturating_add(self.inter_message_lower_bound).max(self.pivot_time)
                 }
             }
         })
@@ -219,6 +224,10 @@ impl<T> ApproximateTimeSync<T> {
         }
     }
 
+    /// Callers pass a start topic whose deque is not empty: in `process` none is, and in
+    /// `virtual_search` an empty deque's virtual time is at least the pivot time, while a
+    /// start at the pivot time returns before the move (its comparison is the very one
+    /// that just failed to publish).
     fn move_front_to_past(&mut self, i: usize) {
         let t = &mut self.topics[i];
         let m = t.deque.pop_front().expect("non-empty deque");
@@ -228,6 +237,7 @@ impl<T> ApproximateTimeSync<T> {
         }
     }
 
+    /// Called with the start topic of the front messages, all deques non-empty.
     fn delete_front(&mut self, i: usize, reason: SyncDrop, out: &mut SyncOutput<T>) {
         let t = &mut self.topics[i];
         let (s, m) = t.deque.pop_front().expect("non-empty deque");
@@ -241,6 +251,7 @@ impl<T> ApproximateTimeSync<T> {
     fn recover(&mut self, i: usize, n: usize) {
         let t = &mut self.topics[i];
         for _ in 0..n {
+            // `n` counts messages moved to `past` and not yet recovered.
             let m = t.past.pop().expect("recovering a moved message");
             t.deque.push_front(m);
         }
@@ -264,6 +275,7 @@ impl<T> ApproximateTimeSync<T> {
         for i in 0..self.topics.len() {
             let n = self.topics[i].past.len();
             self.recover(i, n);
+            // The candidate's message of each topic is the front once `past` is recovered.
             set.push(self.topics[i].deque.pop_front().expect("candidate message"));
         }
         self.recount();

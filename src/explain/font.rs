@@ -11,6 +11,7 @@ const RECORD: usize = 4 + 1 + 32;
 pub const GLYPH_HEIGHT: u32 = 16;
 
 fn records() -> &'static [u8] {
+    // The embedded asset is made by scripts/make_glyphs.py and checked by the tests.
     debug_assert!(GLYPHS.starts_with(MAGIC));
     &GLYPHS[MAGIC.len() + 4..]
 }

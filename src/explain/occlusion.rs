@@ -30,7 +30,9 @@ fn run_all<'t>(
     make: impl Fn(usize, &mut Vec<u8>),
     tokens: impl Fn(std::ops::Range<usize>) -> BatchTokens<'t>,
 ) -> Result<Vec<PolicyOutput>> {
-    let batch = batch.max(1);
+    // A batch larger than all the inputs is one pass of all of them (occlusion_batch
+    // has no upper bound; a billion must not reserve a billion copies).
+    let batch = batch.clamp(1, total.max(1));
     let mut outputs = Vec::with_capacity(total);
     let mut buf = Vec::with_capacity(batch * obs.images.len());
     let mut i = 0;

@@ -39,6 +39,8 @@ struct Bilinear {
 
 impl Bilinear {
     fn new(grid: &[f32], rows: usize, cols: usize, w: usize, h: usize) -> Self {
+        // Occlusion makes rows x cols values per camera, and policy maps are cut into
+        // chunks of exactly that (explain::explain); rows and cols are the contract's grid.
         assert_eq!(grid.len(), rows * cols);
         let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
             (0..n_out)
@@ -125,6 +127,7 @@ pub fn overlay<C: Deref<Target = [u8]>>(
             *d = ((keep * s as u16 + c) >> 8) as u8;
         }
     }
+    // `out` was made w x h x 3 long above (the camera image's own size).
     RgbImage::from_raw(w as u32, h as u32, out).expect("w x h x 3 values")
 }
 

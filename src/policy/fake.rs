@@ -14,8 +14,9 @@
 use super::flow::{self, VelocityField};
 use super::noise::gaussian;
 use super::{check_sizes, Batch, ForwardGate, PolicyMeta, PolicyOutput, PolicyRunner, Priority};
-use crate::core::contract::{FlowSpec, FlowTime, PolicyKind};
-use crate::core::inputs::tokenizer::{Tokenizer, Tokens};
+use crate::core::config::{Config, SmoothingKind};
+use crate::core::contract::{ActionMode, CameraSpec, FlowSpec, FlowTime, Guidance, Normalization, Outputs, PolicyKind, ResizeMode, PATCH_GRID};
+use crate::core::inputs::tokenizer::{CharSpec, Tokenizer, TokenizerSpec, Tokens};
 use crate::error::{Error, Result};
 
 /// What the fake policy does wrong, on purpose.
@@ -40,6 +41,53 @@ impl FakePolicy {
     pub fn new(meta: PolicyMeta) -> std::result::Result<Self, String> {
         let tokenizer = meta.tokenizer.as_ref().map(|t| Tokenizer::new(t, None)).transpose()?;
         Ok(FakePolicy { meta, tokenizer, fault: Fault::None, gate: ForwardGate::default() })
+    }
+
+    /// The metadata of a policy made for `cfg` (its cameras, joints through
+    /// `joint_name_map`, and control rate), with a small 16x12 input per camera, the
+    /// contract's patch grid, `chunk_length` actions, both optional outputs and a
+    /// character vocabulary of English letters, digits and a few Chinese characters; a
+    /// flow-matching policy when `cfg` smooths by real-time chunking. What tests and
+    /// fuzzing pair with a configuration they drew: passes [`PolicyMeta::differences`]
+    /// against any valid `cfg` for any `chunk_length` > 0.
+    pub fn meta_for(cfg: &Config, chunk_length: usize) -> PolicyMeta {
+        let pairs = crate::core::config::value::parse_name_map(&cfg.joint_name_map).unwrap_or_default();
+        let to_policy = |robot: &String| pairs.iter().find(|(r, _)| r == robot).map_or(robot, |(_, p)| p).clone();
+        let names: Vec<String> = cfg.joint_names.iter().map(to_policy).collect();
+        let camera = |name: &String| CameraSpec {
+            name: name.clone(),
+            width: 16,
+            height: 12,
+            resize: ResizeMode::Area,
+            expected_width: None,
+            expected_height: None,
+        };
+        let kind = if cfg.smoothing == SmoothingKind::Rtc {
+            PolicyKind::Flow(FlowSpec { num_steps: 4, time: FlowTime::NoiseAtOne, guidance: Guidance::None, padded_action_dim: None })
+        } else {
+            PolicyKind::Chunk
+        };
+        PolicyMeta {
+            contract_version: 2,
+            name: "fake".into(),
+            kind,
+            cameras: cfg.camera_names.iter().map(camera).collect(),
+            state_names: names.clone(),
+            action_names: names.clone(),
+            action_mode: ActionMode::Absolute,
+            chunk_length,
+            control_rate_hz: cfg.control_rate_hz,
+            tokenizer: Some(TokenizerSpec::Char(CharSpec {
+                vocab: "abcdefghijklmnopqrstuvwxyz0123456789 红绿蓝色方块圆柱体移动到上".into(),
+                max_length: 32,
+                pad_id: 0,
+                unk_id: 1,
+                lowercase: true,
+            })),
+            outputs: Outputs { token_weights: true, patch_maps: true },
+            patch_grid: PATCH_GRID,
+            normalization: Normalization::identity(names.len(), names.len()),
+        }
     }
 
     pub fn with_fault(mut self, fault: Fault) -> Self {

@@ -102,6 +102,8 @@ pub trait PolicyRunner: Send + Sync {
     fn infer(&self, images: &[u8], state: &[f64], tokens: &Tokens, seed: u64) -> Result<PolicyOutput> {
         let batch = Batch { images, size: 1, state, tokens: BatchTokens::Shared(tokens), seed, inpainting: None };
         let mut out = self.infer_batch(&batch, Priority::Control)?;
+        // One output per batch element is the runner's promise, not something checked
+        // here: a runner that breaks it fails the inference rather than the node.
         out.pop().ok_or_else(|| crate::error::Error::Inference("no output for a batch of one".into()))
     }
 

@@ -143,6 +143,10 @@ def test_bad_messages_are_rejected_with_reasons_and_counted(tmp_path):
     messages += [
         (t0 + 300_000_000, "/joint_states", bags.JOINT_STATE, rng.integers(0, 256, 40, dtype=np.uint8).tobytes()),
         (t0 + 310_000_000, "/camera/side/image_raw", bags.IMAGE, b"\x00\x01\x00\x00" + b"\xff" * 30),
+        # Padding bits (byte 3) beyond the payload: rmw's Fast CDR read past the buffer
+        # and the replay died of a segfault (found by fuzzing).
+        (t0 + 320_000_000, "/joint_states", bags.JOINT_STATE, b"\x00\x01\x00\x02"),
+        (t0 + 330_000_000, "/instruction", bags.STRING, b"\x00\x01\x00\x03"),
         (t0 + 400_000_000, "/camera/main/image_raw", bags.IMAGE, yuv),
         (t0 + 500_000_000, "/instruction", bags.JOINT_STATE, bags.joint_state_cdr(np.zeros(6), t0)),
     ]
@@ -151,10 +155,10 @@ def test_bad_messages_are_rejected_with_reasons_and_counted(tmp_path):
     r = replay(bag, tmp_path / "out")
     assert r.returncode == 0, r.stdout + r.stderr
     rej = accounting(tmp_path / "out")["rejected"]
-    assert rej["joint_states"] == {"message does not deserialize": 1}
+    assert rej["joint_states"] == {"message does not deserialize": 2}
     assert rej["camera/side/image_raw"] == {"message does not deserialize": 1}
     assert rej["camera/main/image_raw"] == {"unsupported encoding": 1}
-    assert rej["instruction"] == {"wrong message type": 1}
+    assert rej["instruction"] == {"wrong message type": 1, "message does not deserialize": 1}
 
 
 def test_truncated_and_corrupt_bags_fail_clearly_after_replaying_what_was_readable(recording, tmp_path):

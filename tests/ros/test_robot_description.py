@@ -4,14 +4,12 @@ parameters file only tightening it, and the start-up errors of a mismatch."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from std_msgs.msg import String
 
 from vla_demo import scene as sc
 from vla_demo.node_process import wait_for
-from vla_demo.ros_peers import LATCHED, instruction, setup_graph, status, two_sided_scene, xy_error
+from vla_demo.ros_peers import LATCHED, instruction, setup_graph, two_sided_scene, xy_error
 from vla_demo.urdf import VELOCITY, arm_urdf
 
 PERIOD_S = 1 / 50

@@ -239,7 +239,7 @@ parameters! {
     /// robot_joint:policy_joint renamings for joints the policy names differently
     joint_name_map: Vec<String> = Vec::new(), Rule::NamePairs, startup;
     /// command rate, must equal the policy's
-    control_rate_hz: f64 = 50.0, Rule::Positive, startup;
+    control_rate_hz: f64 = 50.0, Rule::Rate, startup;
     /// ApproximateTime queue size per camera
     sync_queue_size: usize = 10, Rule::AtLeast(1), startup;
     /// largest stamp spread within a camera set
@@ -254,6 +254,8 @@ parameters! {
     camera_timeout_s: f64 = 0.5, Rule::Positive, startup;
     /// hold position when joint_states is silent this long
     joint_state_timeout_s: f64 = 0.25, Rule::Positive, startup;
+    /// reject camera images and joint states stamped further ahead of the node's clock
+    max_stamp_lead_s: f64 = 1.0, Rule::Positive, startup;
     /// temporal_ensemble, exponential, none or rtc (real-time chunking, flow-matching policies)
     smoothing: SmoothingKind = SmoothingKind::TemporalEnsemble, Rule::Any, startup;
     /// temporal ensembling weight exp(-m*i), i = 0 the oldest chunk
@@ -277,13 +279,13 @@ parameters! {
     /// float64_multi_array or joint_trajectory
     command_type: CommandType = CommandType::Float64MultiArray, Rule::Any, startup;
     /// rate of /diagnostics
-    diagnostics_rate_hz: f64 = 1.0, Rule::Positive, startup;
+    diagnostics_rate_hz: f64 = 1.0, Rule::Rate, startup;
     /// heatmap: weights under this fraction of the largest are drawn neutral
     attention_threshold: f64 = 0.3, Rule::Unit, runtime;
     /// overlay: weight of the colour map over the camera image
     activation_alpha: f64 = 0.4, Rule::Unit, runtime;
     /// explanations per second at most, newest inference first
-    explain_rate_hz: f64 = 5.0, Rule::Positive, runtime;
+    explain_rate_hz: f64 = 5.0, Rule::Rate, runtime;
     /// occlusion or policy_attention
     explanation_method: Method = Method::Occlusion, Rule::Any, runtime;
     /// occluded copies per forward pass
@@ -596,6 +598,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sync_queue_size") && e.contains(">= 1"), "{e}");
+    }
+
+    #[test]
+    fn rates_are_bounded_so_that_every_period_is_a_usable_duration() {
+        for (name, bad) in [("control_rate_hz", 20_000.0), ("diagnostics_rate_hz", 1e-9), ("explain_rate_hz", f64::MAX)] {
+            let e = Config::from_params(&with(name, ParamValue::Double(bad))).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("0.001 to 10000 Hz"), "{e}");
+        }
+        for rate in [0.001, 10_000.0] {
+            let (cfg, _) = Config::from_params(&with("control_rate_hz", ParamValue::Double(rate))).unwrap();
+            assert!(cfg.control_period_ns() >= 100_000 && cfg.control_period_ns() <= 1_000_000_000_000);
+        }
     }
 
     #[test]

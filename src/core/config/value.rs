@@ -221,6 +221,9 @@ pub enum Rule {
     Any,
     /// A finite number > 0.
     Positive,
+    /// A rate in Hz, [`Rule::RATE_HZ`]: periods from 100 microseconds to 1000 seconds, which
+    /// every timer and every nanosecond count of a period holds.
+    Rate,
     /// A finite number >= 0.
     NonNegative,
     /// A number in [0, 1].
@@ -242,6 +245,9 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The range of [`Rule::Rate`], in Hz.
+    pub const RATE_HZ: (f64, f64) = (0.001, 10_000.0);
+
     /// Whether `v` keeps the rule; values of another type pass (the type check says so).
     pub fn check(self, v: &ParamValue) -> Result<(), String> {
         let number = match v {
@@ -252,6 +258,7 @@ impl Rule {
         let fail = |why: &str| Err(why.to_owned());
         match (self, number) {
             (Rule::Positive, Some(x)) if !(x.is_finite() && x > 0.0) => fail("must be a finite number > 0"),
+            (Rule::Rate, Some(x)) if !(Rule::RATE_HZ.0..=Rule::RATE_HZ.1).contains(&x) => fail("must be a rate of 0.001 to 10000 Hz"),
             (Rule::NonNegative, Some(x)) if !(x.is_finite() && x >= 0.0) => fail("must be a finite number >= 0"),
             (Rule::Unit, Some(x)) if !(0.0..=1.0).contains(&x) => fail("must be in [0, 1]"),
             (Rule::OpenUnit, Some(x)) if !(x > 0.0 && x <= 1.0) => fail("must be in (0, 1]"),
@@ -288,6 +295,7 @@ impl Rule {
         match self {
             Rule::Any => String::new(),
             Rule::Positive => "> 0".into(),
+            Rule::Rate => "0.001 to 10000".into(),
             Rule::NonNegative => ">= 0".into(),
             Rule::Unit => "in [0, 1]".into(),
             Rule::OpenUnit => "in (0, 1]".into(),

@@ -31,6 +31,7 @@ fn yaml_value(v: &serde_yaml::Value) -> std::result::Result<ParamValue, String> 
     use serde_yaml::Value as Y;
     Ok(match v {
         Y::Bool(b) => ParamValue::Bool(*b),
+        // Each `expect` below follows the check of the same kind (`is_i64`, `all(...)`).
         Y::Number(n) if n.is_i64() => ParamValue::Integer(n.as_i64().expect("checked")),
         Y::Number(n) => ParamValue::Double(n.as_f64().ok_or("number out of range")?),
         Y::String(s) => ParamValue::String(s.clone()),

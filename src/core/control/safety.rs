@@ -26,6 +26,7 @@ pub struct SafetyFilter {
 
 impl SafetyFilter {
     pub fn new(lower: Vec<f64>, upper: Vec<f64>, max_step: Vec<f64>) -> Self {
+        // Config::validate checks one value per joint in each list.
         assert!(lower.len() == upper.len() && upper.len() == max_step.len());
         SafetyFilter { lower, upper, max_step }
     }

@@ -63,7 +63,8 @@ impl TemporalEnsembler {
             if front.0 > tick {
                 return None;
             }
-            let (t, sum, weight, n) = self.slots.pop_front().unwrap();
+            // The loop's condition: a front slot exists.
+            let (t, sum, weight, n) = self.slots.pop_front().expect("a front slot");
             if t == tick && n > 0 {
                 return Some(sum.into_iter().map(|s| s / weight).collect());
             }

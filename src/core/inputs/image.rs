@@ -337,5 +337,11 @@ mod tests {
         assert_eq!(e, ImageError::DataLength { len: 11, expected: 12 });
         let e = decode_resize(&raw(2, 2, "rgb8", 6, &[]), (2, 2), 1, 1, &mut out).unwrap_err();
         assert!(matches!(e, ImageError::DataLength { len: 0, .. }));
+        // Found by fuzzing (fuzz/fuzz_targets/image.rs): an image of no pixels expected
+        // at its own size indexed past the end of an empty row.
+        for (w, h) in [(0, 5), (3, 0), (0, 0)] {
+            let e = decode_resize(&raw(w, h, "rgb8", w * 3, &[]), (w, h), 2, 2, &mut out).unwrap_err();
+            assert_eq!(e, ImageError::Empty { width: w, height: h });
+        }
     }
 }

@@ -12,6 +12,8 @@ pub enum JointStateError {
     Lengths { names: usize, positions: usize },
     #[error("missing joint(s) {0:?}")]
     Missing(Vec<String>),
+    #[error("joint `{0}` is named more than once")]
+    Duplicate(String),
     #[error("non-finite position for joint `{0}`")]
     NonFinite(String),
     #[error("stamp not later than the previous one")]
@@ -24,6 +26,7 @@ impl JointStateError {
         match self {
             JointStateError::Lengths { .. } => "names and positions differ in length",
             JointStateError::Missing(_) => "missing joints",
+            JointStateError::Duplicate(_) => "duplicate joint names",
             JointStateError::NonFinite(_) => "non-finite position",
             JointStateError::StampNotIncreasing => "stamp not later than the previous one",
         }
@@ -44,7 +47,8 @@ impl JointBuffer {
     }
 
     /// Stores a joint state given as parallel name and position arrays (any order, extra
-    /// joints ignored).
+    /// joints ignored, whatever their names and values; a configured joint named twice
+    /// is an error).
     pub fn push(&mut self, stamp: i64, names: &[String], positions: &[f64]) -> Result<(), JointStateError> {
         if names.len() != positions.len() {
             return Err(JointStateError::Lengths { names: names.len(), positions: positions.len() });
@@ -58,6 +62,8 @@ impl JointBuffer {
             let mut missing = Vec::new();
             for n in &self.names {
                 match names.iter().position(|m| m == n) {
+                    // Which of two positions is the joint's? Neither is used.
+                    Some(i) if names[i + 1..].contains(n) => return Err(JointStateError::Duplicate(n.clone())),
                     Some(i) => idx.push(i),
                     None => missing.push(n.clone()),
                 }
@@ -67,6 +73,7 @@ impl JointBuffer {
             }
             self.mapping = Some((names.to_vec(), idx));
         }
+        // Either the cached mapping matched these names, or it was just made for them.
         let idx = &self.mapping.as_ref().expect("mapping set above").1;
         let q: Vec<f64> = idx.iter().map(|&i| positions[i]).collect();
         if let Some(j) = q.iter().position(|v| !v.is_finite()) {
@@ -126,8 +133,16 @@ mod tests {
         assert_eq!(b.push(1, &s(&["a"]), &[1.0, 2.0]), Err(JointStateError::Lengths { names: 1, positions: 2 }));
         assert_eq!(b.push(1, &s(&["a", "c"]), &[1.0, 2.0]), Err(JointStateError::Missing(s(&["b"]))));
         assert_eq!(b.push(1, &s(&["a", "b"]), &[1.0, f64::NAN]), Err(JointStateError::NonFinite("b".into())));
+        assert_eq!(b.push(1, &s(&["a", "b", "a"]), &[1.0, 2.0, 3.0]), Err(JointStateError::Duplicate("a".into())));
         b.push(5, &s(&["a", "b"]), &[1.0, 2.0]).unwrap();
         assert_eq!(b.push(5, &s(&["a", "b"]), &[1.0, 2.0]), Err(JointStateError::StampNotIncreasing));
+        assert_eq!(b.latest().unwrap(), &[1.0, 2.0]);
+    }
+
+    #[test]
+    fn extra_joints_are_ignored_even_when_repeated_or_not_finite() {
+        let mut b = JointBuffer::new(s(&["a", "b"]));
+        b.push(1, &s(&["x", "b", "x", "a", "y"]), &[f64::NAN, 2.0, 0.0, 1.0, f64::INFINITY]).unwrap();
         assert_eq!(b.latest().unwrap(), &[1.0, 2.0]);
     }
 

@@ -96,15 +96,40 @@ impl CameraImage {
     /// The image as RGB at its own size: the message's own buffer when it is already
     /// tightly packed rgb8 (no copy), otherwise converted.
     pub fn rgb(&self) -> Result<::image::ImageBuffer<::image::Rgb<u8>, Cow<'_, [u8]>>, ImageError> {
-        let data = if self.encoding == "rgb8" && self.step == self.width * 3 && self.data.len() == (self.step * self.height) as usize {
+        // In usize: a width or step near u32::MAX must not wrap into a false match.
+        let (w, h, step) = (self.width as usize, self.height as usize, self.step as usize);
+        let data = if self.encoding == "rgb8" && step == w * 3 && self.data.len() == step * h {
             Cow::Borrowed(&self.data[..])
         } else {
             let mut out = Vec::new();
-            let (w, h) = (self.width as usize, self.height as usize);
             decode_resize(&self.raw(), (self.width, self.height), w, h, &mut out)?;
             Cow::Owned(out)
         };
         // Exactly width x height x 3 bytes: checked above, or written so by decode_resize.
         Ok(::image::ImageBuffer::from_raw(self.width, self.height, data).expect("w x h x 3 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn camera(width: u32, height: u32, encoding: &str, step: u32, data: Vec<u8>) -> CameraImage {
+        CameraImage { stamp: 1, frame_id: String::new(), width, height, encoding: encoding.into(), step, data: data.into() }
+    }
+
+    #[test]
+    fn rgb_view_borrows_packed_rgb8_and_converts_the_rest() {
+        let img = camera(2, 1, "rgb8", 6, vec![1, 2, 3, 4, 5, 6]);
+        assert!(matches!(img.rgb().unwrap().into_raw(), Cow::Borrowed(_)));
+        let img = camera(1, 1, "bgr8", 3, vec![1, 2, 3]);
+        assert_eq!(img.rgb().unwrap().get_pixel(0, 0).0, [3, 2, 1]);
+    }
+
+    #[test]
+    fn rgb_view_of_a_header_whose_width_times_3_wraps_is_an_error_not_a_panic() {
+        // 0x5555_5556 x 3 wraps to 2 in u32: step 2 and 2 bytes looked tightly packed.
+        let img = camera(0x5555_5556, 1, "rgb8", 2, vec![0, 0]);
+        assert!(matches!(img.rgb(), Err(ImageError::Step { .. })));
     }
 }
