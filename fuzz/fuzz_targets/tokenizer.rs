@@ -1,6 +1,6 @@
 //! The tokenizers (the character one and a word-level `tokenizer.json`) on any
-//! instruction text with any vocabulary: exactly `max_length` ids
-//! and mask entries, real tokens first, every id a vocabulary id, `unk_id` or (on
+//! instruction text with any vocabulary: exactly `max_length` ids and mask entries,
+//! real tokens first, every id a vocabulary id, `unk_id` or (on
 //! padding) `pad_id`, and no character lost without being counted as cut off; and the
 //! pipeline either takes the instruction or rejects it with a reason, never both.
 #![no_main]
