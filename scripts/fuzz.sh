@@ -49,9 +49,13 @@ for t in "${targets[@]}"; do
   if needs_ros "$t"; then ros+=("$t"); else core+=("$t"); fi
 done
 started=$(date +%s)
-# Without a name cargo-fuzz builds every target whose features are on: all but cdr.
-[ ${#core[@]} -eq 0 ] || cargo +nightly fuzz build "${build_args[@]}"
-[ ${#ros[@]} -eq 0 ] || cargo +nightly fuzz build "${build_args[@]}" --features ros cdr
+# Without a name cargo-fuzz builds every target whose features are on: all but cdr
+# without `ros`, all of them with it (one build of the library, not two).
+if [ ${#ros[@]} -gt 0 ]; then
+  cargo +nightly fuzz build "${build_args[@]}" --features ros
+else
+  cargo +nightly fuzz build "${build_args[@]}"
+fi
 echo "fuzz: targets built in $(( $(date +%s) - started )) s"
 bin() { echo "$out/build/$triple/release/$1"; }
 

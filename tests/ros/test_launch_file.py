@@ -29,8 +29,16 @@ def parameters(peers, node: str, names: list[str]) -> dict:
     """The node's values of `names`, through its get_parameters service."""
     client = peers.node.create_client(GetParameters, f"{node}/get_parameters")
     wait_for(client.service_is_ready, 30, "the node's parameter service")
-    fut = client.call_async(GetParameters.Request(names=names))
-    wait_for(fut.done, 10, "get_parameters")
+    # A service is "ready" once the request's route is matched; the reply's may still be
+    # in discovery, and a reply sent before it is lost. Ask again rather than fail.
+    for attempt in range(3):
+        fut = client.call_async(GetParameters.Request(names=names))
+        try:
+            wait_for(fut.done, 10, "get_parameters")
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     out = {}
     for name, v in zip(names, fut.result().values):
         out[name] = {
@@ -152,11 +160,11 @@ def test_the_parameters_file_decides_what_the_command_line_leaves_out(launch, pe
     peers.recorder.attach(peers.node)
     peers.start()
     node = launch({"params_file": str(params)})
+    wait_until_serving(peers)
     got = parameters(peers, "/vla_controller", ["device", "use_sim_time", "policy_path"])
     assert got == {"device": "cpu", "use_sim_time": True, "policy_path": str(policy)}
-    wait_for(lambda: "policy loaded and checked" in node.output(), 30, "the node to load the file's policy")
+    assert "policy loaded and checked" in node.output()
     assert str(policy) in node.output() and str(DEMO_POLICY) not in node.output()
-    wait_until_serving(peers)
     assert node.stop() == 0, node.output()[-3000:]
 
 
