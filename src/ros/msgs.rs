@@ -1,7 +1,6 @@
 //! Core values to ROS messages and back: one place for both adapters, the live node
 //! (which publishes them) and the bag replay (which serializes them into a rosbag2 file).
 
-use std::time::Duration;
 
 use r2r::{
     builtin_interfaces::msg::{Duration as RosDuration, Time},
@@ -138,10 +137,7 @@ pub fn messages(out: Output) -> Vec<(OutputTopic, Message)> {
         Output::Command { stamp, points, kind, joint_names, period_ns } => {
             let msg = match kind {
                 CommandType::Float64MultiArray => Message::Array(command_array(points.into_iter().next().unwrap_or_default())),
-                CommandType::JointTrajectory => {
-                    let period = Duration::from_nanos(period_ns.max(0) as u64);
-                    Message::Trajectory(command_trajectory(points, stamp, &joint_names, period))
-                }
+                CommandType::JointTrajectory => Message::Trajectory(command_trajectory(points, stamp, &joint_names, period_ns)),
             };
             vec![(OutputTopic::Commands, msg)]
         }
@@ -151,7 +147,7 @@ pub fn messages(out: Output) -> Vec<(OutputTopic, Message)> {
         }
         Output::CommandSource { set_stamp } => vec![(OutputTopic::TimingCommand, Message::Header(header(set_stamp, "")))],
         Output::Chunk { start, set_stamp, commands, joint_names, period_ns } => {
-            vec![(OutputTopic::Chunk, Message::Trajectory(chunk_trajectory(start, set_stamp, &commands, &joint_names, period_ns)))]
+            vec![(OutputTopic::Chunk, Message::Trajectory(chunk_trajectory(start, set_stamp, commands, &joint_names, period_ns)))]
         }
         Output::Explanation(e) => {
             let Explained { obs, explanation, threshold, camera_names } = *e;
@@ -177,6 +173,20 @@ pub fn command_array(positions: Vec<f64>) -> Float64MultiArray {
     Float64MultiArray { data: positions, ..Default::default() }
 }
 
+/// A trajectory of `points` one control period apart, point k at `(k + first) *
+/// period_ns` from the header's stamp.
+fn trajectory(header: Header, joint_names: &[String], points: Vec<Vec<f64>>, first: i64, period_ns: i64) -> JointTrajectory {
+    JointTrajectory {
+        header,
+        joint_names: joint_names.to_vec(),
+        points: points
+            .into_iter()
+            .zip(first..)
+            .map(|(positions, k)| JointTrajectoryPoint { positions, time_from_start: ns_to_duration(k * period_ns), ..Default::default() })
+            .collect(),
+    }
+}
+
 /// What joint_trajectory_controller takes: the command of the tick at `now` and the
 /// planned ones after it, point k to be reached (k + 1) control periods after `now`.
 /// The header's stamp is `now`, the tick's time on the node's clock: the controller
@@ -184,37 +194,15 @@ pub fn command_array(positions: Vec<f64>) -> Float64MultiArray {
 /// stamp of zero would start it on receipt, later by the transport's latency). Positions
 /// only: the controller interpolates between them, and no velocity has to be zero at
 /// the end of a trajectory that the next one continues.
-pub fn command_trajectory(points: Vec<Vec<f64>>, now: i64, joint_names: &[String], period: Duration) -> JointTrajectory {
-    let period = period.as_nanos() as i64;
-    JointTrajectory {
-        header: header(now, ""),
-        joint_names: joint_names.to_vec(),
-        points: points
-            .into_iter()
-            .enumerate()
-            .map(|(k, positions)| JointTrajectoryPoint {
-                positions,
-                time_from_start: ns_to_duration((k as i64 + 1) * period),
-                ..Default::default()
-            })
-            .collect(),
-    }
+pub fn command_trajectory(points: Vec<Vec<f64>>, now: i64, joint_names: &[String], period_ns: i64) -> JointTrajectory {
+    trajectory(header(now, ""), joint_names, points, 1, period_ns)
 }
 
 /// A chunk as it will run: its first command at `start` (the header's stamp), one point
 /// per control period; the frame_id names the camera set it was computed from (its
 /// stamp in nanoseconds), so a viewer can tell chunks apart.
-pub fn chunk_trajectory(start: i64, set_stamp: i64, commands: &[Vec<f64>], joint_names: &[String], period_ns: i64) -> JointTrajectory {
-    let at = |i: usize| ns_to_duration(i as i64 * period_ns);
-    JointTrajectory {
-        header: header(start, &set_stamp.to_string()),
-        joint_names: joint_names.to_vec(),
-        points: commands
-            .iter()
-            .enumerate()
-            .map(|(i, c)| JointTrajectoryPoint { positions: c.clone(), time_from_start: at(i), ..Default::default() })
-            .collect(),
-    }
+pub fn chunk_trajectory(start: i64, set_stamp: i64, commands: Vec<Vec<f64>>, joint_names: &[String], period_ns: i64) -> JointTrajectory {
+    trajectory(header(start, &set_stamp.to_string()), joint_names, commands, 0, period_ns)
 }
 
 pub fn predicted_joint_state(now: i64, joint_names: &[String], positions: Vec<f64>) -> JointState {
