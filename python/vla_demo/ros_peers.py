@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
+from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -232,13 +233,14 @@ class Recorder:
 
 
 class Peers:
-    """An rclpy node spinning in a background thread."""
+    """An rclpy node spinning in a background thread, in a context of its own: on the ROS
+    domain that ROS_DOMAIN_ID names when it is made."""
 
     def __init__(self, name: str = "vla_peers"):
-        if not rclpy.ok():
-            rclpy.init()
-        self.node = rclpy.create_node(name)
-        self.executor = SingleThreadedExecutor()
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
         self.running = True
@@ -248,7 +250,7 @@ class Peers:
         return self
 
     def _spin(self) -> None:
-        while self.running and rclpy.ok():
+        while self.running and self.context.ok():
             self.executor.spin_once(timeout_sec=0.05)
 
     def close(self) -> None:
@@ -257,6 +259,8 @@ class Peers:
             self.thread.join(timeout=5)
         self.executor.remove_node(self.node)
         self.node.destroy_node()
+        self.executor.shutdown()
+        self.context.try_shutdown()
 
 
 # ------------------------------------------------------------- scenarios on the graph
