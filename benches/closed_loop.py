@@ -16,7 +16,10 @@ instruction names, on the same held-out scenes; measured per run:
   executes and the newest chunk's own action for that tick (`~/chunk`): 0 when chunks run
   as they are, the cost of averaging plans otherwise.
 
-    python benches/closed_loop.py [--policy policy/demo_policy.pt] [--scenes 10]
+The policy is the flow-matching demo policy (policy/flow_demo_policy.pt), so that every
+smoothing runs the same policy and real-time chunking has a velocity field to guide.
+
+    python benches/closed_loop.py [--policy policy/flow_demo_policy.pt] [--scenes 10]
         [--smoothings none,temporal_ensemble,exponential,rtc] [--delays 0,0.1,0.2,0.3]
         [--json target/bench-closed-loop.json]
 """
@@ -42,7 +45,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from vla_demo import scene as sc  # noqa: E402
-from vla_demo.node_process import DEMO_POLICY, ROOT, NodeProcess, node_command, wait_for  # noqa: E402
+from vla_demo.node_process import FLOW_DEMO_POLICY, ROOT, NodeProcess, node_command, wait_for  # noqa: E402
 from vla_demo.ros_peers import START, Peers, Recorder, ScenePublisher, SimArm  # noqa: E402
 
 REACH_M = 0.03
@@ -150,7 +153,7 @@ def summary(runs: list[dict]) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", type=Path, default=DEMO_POLICY)
+    ap.add_argument("--policy", type=Path, default=FLOW_DEMO_POLICY)
     ap.add_argument("--scenes", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1000, help="first held-out scene seed")
     ap.add_argument("--smoothings", default="none,temporal_ensemble,exponential,rtc")

@@ -2,7 +2,8 @@
 """Evaluate an exported policy file (TorchScript, loaded with torch.jit.load: the
 Python model class is not used) on held-out synthetic scenes, the way the node runs
 it: 640x480 render of each camera -> downsample by 5 -> tokenize -> normalize the
-state -> forward -> de-normalize the actions.
+state -> forward (a flow policy: encode, then velocity integrated from seeded noise,
+vla_demo/flow.py) -> de-normalize the actions.
 
 Every scene is asked once in English and once in Chinese (same item, same verb, same
 start pose), so the two languages are compared on the same scenes.
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla_demo import flow as F  # noqa: E402
 from vla_demo import scene as S  # noqa: E402
 from vla_demo.node_process import DEMO_POLICY  # noqa: E402
 
@@ -48,10 +50,13 @@ def evaluate(policy_path: Path, n_scenes: int, seed: int, batch: int = 50) -> di
     module = torch.jit.load(str(policy_path))
     module.eval()
     meta = json.loads(module.metadata())
-    cams = meta["camera_names"]
-    if meta["image_height"] * FACTOR != 480 or meta["image_width"] * FACTOR != 640:
-        raise SystemExit(f"policy takes {meta['image_width']}x{meta['image_height']}, "
-                         f"not 640x480 / {FACTOR}")
+    if meta["contract_version"] == 1:
+        cams, size = meta["camera_names"], (meta["image_width"], meta["image_height"])
+    else:
+        cams, size = [c["name"] for c in meta["cameras"]], (meta["cameras"][0]["width"], meta["cameras"][0]["height"])
+    if size != (640 // FACTOR, 480 // FACTOR):
+        raise SystemExit(f"policy takes {size[0]}x{size[1]}, not 640x480 / {FACTOR}")
+    flow = meta.get("kind") == "flow"
     rows, cols = meta["patch_grid"]
     norm = meta["normalization"]
     s_mean, s_std = np.array(norm["state_mean"]), np.array(norm["state_std"])
@@ -70,7 +75,14 @@ def evaluate(policy_path: Path, n_scenes: int, seed: int, batch: int = 50) -> di
         ids = torch.from_numpy(np.stack([p["ids"] for p in pending]))
         mask = torch.from_numpy(np.stack([p["mask"] for p in pending]))
         with torch.no_grad():
-            actions, tw, pm = module(images, state, ids, mask)
+            if flow:
+                # Each case from its own noise, seeded as the node seeds it (there with
+                # the camera set's stamp).
+                seeds = [seed * 1_000_000 + len(recs) + k for k in range(len(pending))]
+                actions, extras = F.sample(module, meta, list(images.unbind(1)), state, ids, mask, seeds)
+                tw, pm = extras["token_weights"], extras["patch_maps"]
+            else:
+                actions, tw, pm = module(images, state, ids, mask)
         actions = actions.numpy() * a_std + a_mean
         for k, p in enumerate(pending):
             sc, item = p["scene"], p["item"]

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Train the small demo policy on synthetic scenes and export it as TorchScript.
 
-    .venv/bin/python python/train_demo_policy.py --steps 3000 --seed 0 --out policy/demo_policy.pt
+    .venv/bin/python python/train_demo_policy.py --steps 6000 --seed 0 --out policy/demo_policy.pt
+    .venv/bin/python python/train_demo_policy.py --kind flow --steps 6000 --seed 0 \
+        --out policy/flow_demo_policy.pt
+
+`--kind chunk` (DemoPolicy, contract version 1, one `forward`) or `--kind flow`
+(FlowDemoPolicy, contract version 2, `encode` and `velocity`; see vla_demo/model.py).
 
 The rendered training scenes (640x480 renders of three cameras, downsampled by 5 exactly
 as the node does) are cached as .npy under --cache-dir (default /tmp/vla_demo_cache),
@@ -27,7 +32,7 @@ import torch
 
 from vla_demo import scene as S  # noqa: E402
 from vla_demo.node_process import DEMO_POLICY  # noqa: E402
-from vla_demo.model import DemoPolicy  # noqa: E402
+from vla_demo.model import DemoPolicy, FlowDemoPolicy  # noqa: E402
 from vla_demo.check_policy import check_policy  # noqa: E402
 
 DOWNSAMPLE = 5
@@ -179,11 +184,55 @@ def metadata(mean, std, tok_meta, name: str) -> dict:
     }
 
 
+def flow_metadata(mean, std, tok_meta, name: str, num_steps: int) -> dict:
+    """Version 2, `kind: flow`: the same cameras (any size, area-resized), joints,
+    tokenizer and normalization as `metadata`, and the integration pi0 uses."""
+    names = list(S.JOINT_NAMES)
+    cams = [{"name": c, "height": IMG_H, "width": IMG_W, "resize": "area"} for c in S.CAMERA_NAMES]
+    vec = lambda v: [float(x) for x in v]  # noqa: E731
+    return {
+        "contract_version": 2,
+        "name": name,
+        "kind": "flow",
+        "cameras": cams,
+        "state_names": names,
+        "action_names": names,
+        "action_mode": "absolute",
+        "chunk_length": S.CHUNK_LENGTH,
+        "control_rate_hz": S.CONTROL_RATE_HZ,
+        "tokenizer": tok_meta,
+        "outputs": ["token_weights", "patch_maps"],
+        "patch_grid": [12, 16],
+        "normalization": {"state_mean": vec(mean), "state_std": vec(std),
+                          "action_mean": vec(mean), "action_std": vec(std)},
+        "flow": {"num_steps": num_steps, "time": "noise_at_one", "guidance": "autograd"},
+    }
+
+
+def flow_time(batch: int) -> torch.Tensor:
+    """Training times as pi0 draws them: Beta(1.5, 1), kept off 0 (more weight on the
+    noisy end, where the context has to do the work)."""
+    return torch.distributions.Beta(1.5, 1.0).sample((batch,)) * 0.999 + 0.001
+
+
+def flow_loss(model: FlowDemoPolicy, images, s_n, ids, mask, expert) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow-matching loss in x-prediction form: x_t on the straight path from the
+    expert chunk (t = 0) to noise (t = 1), the distance of the denoised estimate to the
+    expert chunk. Returns the loss and the ramp chunk (for the progress line)."""
+    ramp_chunk, _, _, head_in = model.perceive(images, s_n, ids, mask)
+    t = flow_time(expert.shape[0])
+    x_t = t[:, None, None] * torch.randn_like(expert) + (1 - t[:, None, None]) * expert
+    a_hat = model.denoise(x_t, t, [head_in, ramp_chunk])
+    return torch.nn.functional.mse_loss(a_hat, expert), ramp_chunk
+
+
 # ------------------------------------------------------------------------- training
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", choices=("chunk", "flow"), default="chunk")
+    ap.add_argument("--num-steps", type=int, default=10, help="a flow policy's Euler steps")
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=DEMO_POLICY)
@@ -206,12 +255,17 @@ def main(argv=None) -> int:
     tok_meta = dict(S.TOKENIZER_META)
     sampler = Sampler(n_items, colour, shape, xyt, tok_meta, np.random.default_rng([args.seed, 1]))
     mean, std = normalization(sampler)
-    meta = metadata(mean, std, tok_meta,
-                    f"vla_demo FiLM patch-scorer policy (seed {args.seed}, {args.steps} steps)")
+    flow = args.kind == "flow"
+    if flow:
+        meta = flow_metadata(mean, std, tok_meta, f"vla_demo FiLM patch-scorer flow-matching policy "
+                             f"(seed {args.seed}, {args.steps} steps)", args.num_steps)
+    else:
+        meta = metadata(mean, std, tok_meta,
+                        f"vla_demo FiLM patch-scorer policy (seed {args.seed}, {args.steps} steps)")
     meta_json = json.dumps(meta, ensure_ascii=False)
 
-    model = DemoPolicy(meta_json, vocab_size=len(tok_meta["vocab"]),
-                       space_id=2 + tok_meta["vocab"].index(" "))
+    model = (FlowDemoPolicy if flow else DemoPolicy)(meta_json, vocab_size=len(tok_meta["vocab"]),
+                                                     space_id=2 + tok_meta["vocab"].index(" "))
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params} parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -236,9 +290,12 @@ def main(argv=None) -> int:
         s_n = (torch.tensor(start, dtype=torch.float32) - mean_t) / std_t
         t_n = (torch.tensor(target, dtype=torch.float32) - mean_t) / std_t
         expert = s_n[:, None, :] + (t_n - s_n)[:, None, :] * ramp[None, :, None]
-        actions, _, _ = model(images_t[torch.from_numpy(idx)], s_n, torch.from_numpy(ids),
-                              torch.from_numpy(mask))
-        loss = torch.nn.functional.mse_loss(actions, expert)
+        inputs = (images_t[torch.from_numpy(idx)], s_n, torch.from_numpy(ids), torch.from_numpy(mask))
+        if flow:
+            loss, actions = flow_loss(model, *inputs, expert)
+        else:
+            actions, _, _ = model(*inputs)
+            loss = torch.nn.functional.mse_loss(actions, expert)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -32,6 +32,8 @@ the image position itself).
 
 from __future__ import annotations
 
+from typing import Dict, List, Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,13 +126,13 @@ class DemoPolicy(nn.Module):
 
     def forward(self, images: torch.Tensor, state: torch.Tensor, token_ids: torch.Tensor,
                 token_mask: torch.Tensor):
-        actions, token_weights, patch_maps, _ = self.forward_with_centroids(
-            images, state, token_ids, token_mask)
+        actions, token_weights, patch_maps, _ = self.perceive(images, state, token_ids, token_mask)
         return actions, token_weights, patch_maps
 
-    def forward_with_centroids(self, images: torch.Tensor, state: torch.Tensor,
-                               token_ids: torch.Tensor, token_mask: torch.Tensor):
-        """forward() plus the map-weighted patch centre of each camera [B, C, 2]."""
+    def perceive(self, images: torch.Tensor, state: torch.Tensor, token_ids: torch.Tensor,
+                 token_mask: torch.Tensor):
+        """The chunk, token weights, patch maps and the head's input (map-weighted patch
+        centres, then map-weighted features, state and the bag of characters)."""
         b = images.shape[0]
         c = self.n_cams
         x = images.to(torch.float32) * (1.0 / 255.0) - 0.5  # [B, C, H, W, 3], centred
@@ -157,4 +159,66 @@ class DemoPolicy(nn.Module):
 
         actions = state[:, None, :] + (target - state)[:, None, :] * self.ramp[None, :, None]
         patch_maps = maps.reshape(b, c, self.grid_rows, self.grid_cols)
-        return actions, token_weights, patch_maps, where
+        return actions, token_weights, patch_maps, head_in
+
+
+class FlowDemoPolicy(DemoPolicy):
+    """The demo policy as a flow-matching policy (contract version 2, `kind: flow`),
+    pi0-style: `encode` runs the perception and language of DemoPolicy once (the same
+    patch-map bottleneck, so the only way from an image to the actions is still
+    through the maps), and an action expert denoises the chunk in `velocity`.
+
+    The expert is parameterized by the clean chunk it predicts (x-prediction): from
+    `x_t`, `t` and the context it estimates the chunk `a_hat` (the ramp towards the
+    head's target, plus an MLP of `x_t`, `t` and the context), and returns the velocity
+    of the straight path from noise at t = 1 through `x_t` to `a_hat`,
+    `(x_t - a_hat) / t`: the flow-matching field for that estimate, which the node
+    integrates from noise (`time: noise_at_one`, as pi0 and SmolVLA). Training minimizes
+    the distance of `a_hat` to the expert chunk at `t` drawn as pi0 draws it, the
+    flow-matching loss in its x-prediction form (the velocity error times t). Gradients
+    flow from the velocity to `x_t` (`guidance: autograd`), as real-time chunking's
+    guided inpainting needs."""
+
+    def __init__(self, metadata_json: str, vocab_size: int, chunk_length: int = 25,
+                 action_dim: int = 6, expert_hidden: int = 256, time_features: int = 8, **kw):
+        super().__init__(metadata_json, vocab_size, action_dim=action_dim, chunk_length=chunk_length, **kw)
+        cond = self.n_cams * (2 + self.film.in_features) + action_dim + self.film.in_features
+        flat = chunk_length * action_dim
+        self.expert = nn.Sequential(
+            nn.Linear(flat + cond + 2 * time_features, expert_hidden), nn.ReLU(),
+            nn.Linear(expert_hidden, expert_hidden), nn.ReLU(),
+            nn.Linear(expert_hidden, flat),
+        )
+        # Zero at the start: the expert begins as the deterministic ramp and learns the
+        # correction from x_t, so the perception learns as fast as DemoPolicy's.
+        nn.init.zeros_(self.expert[4].weight)
+        nn.init.zeros_(self.expert[4].bias)
+        # Sine-cosine features of t, periods from 4 down to 4e-3 as pi0's time embedding.
+        self.register_buffer("t_freq", 2 * torch.pi / torch.logspace(0.0, -3.0, time_features, base=10.0) / 4.0)
+
+    def forward(self, images: torch.Tensor, state: torch.Tensor, token_ids: torch.Tensor,
+                token_mask: torch.Tensor):
+        raise RuntimeError("a flow policy: the node calls encode and velocity")
+
+    @torch.jit.export
+    def encode(self, images: List[torch.Tensor], state: torch.Tensor, token_ids: torch.Tensor,
+               token_mask: torch.Tensor) -> Tuple[List[torch.Tensor], Dict[str, torch.Tensor]]:
+        """The context [head input, ramp chunk], token weights and patch maps."""
+        ramp_chunk, token_weights, patch_maps, head_in = self.perceive(
+            torch.stack(images, 1), state, token_ids, token_mask)
+        extras: Dict[str, torch.Tensor] = {"token_weights": token_weights, "patch_maps": patch_maps}
+        return [head_in, ramp_chunk], extras
+
+    @torch.jit.export
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, context: List[torch.Tensor]) -> torch.Tensor:
+        """The clean chunk estimated from x_t at time t."""
+        b = x_t.shape[0]
+        angle = t[:, None] * self.t_freq[None, :]
+        inp = torch.cat([x_t.reshape(b, -1), context[0], torch.sin(angle), torch.cos(angle)], dim=1)
+        return context[1] + self.expert(inp).reshape(x_t.shape)
+
+    @torch.jit.export
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, context: List[torch.Tensor]) -> torch.Tensor:
+        # The node's Euler steps stop at t = 1 / num_steps; the floor only keeps a
+        # caller's t = 0 finite.
+        return (x_t - self.denoise(x_t, t, context)) / t.clamp_min(1e-3)[:, None, None]

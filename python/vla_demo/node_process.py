@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "vla_controller"
 PARAMS = ROOT / "config" / "controller.yaml"
 DEMO_POLICY = ROOT / "policy" / "demo_policy.pt"
+#: The same task as a flow-matching policy (contract version 2, `kind: flow`).
+FLOW_DEMO_POLICY = ROOT / "policy" / "flow_demo_policy.pt"
 
 
 def node_command(*ros_args: str, params_file: Path | None = PARAMS, policy: Path | None = DEMO_POLICY,

@@ -43,4 +43,10 @@ mod tests {
         assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean}, variance {var}");
         assert!(v.iter().all(|x| x.is_finite()));
     }
+
+    #[test]
+    fn the_noise_is_python_s() {
+        // python/vla_demo/flow.py's gaussian(42, 4), as numpy prints the float32 values.
+        assert_eq!(gaussian(42, 4), [0.414_719_76, 0.652_681_23, -0.891_886_23, 1.326_833_6]);
+    }
 }

@@ -13,7 +13,7 @@ import numpy as np
 
 
 from vla_demo import scene as S
-from vla_demo.node_process import DEMO_POLICY
+from vla_demo.node_process import DEMO_POLICY, FLOW_DEMO_POLICY
 
 POLICY = DEMO_POLICY
 
@@ -138,6 +138,24 @@ def test_exported_policy():
     from vla_demo.check_policy import check_policy
 
     check_policy(POLICY)
+
+
+def test_exported_flow_policy():
+    from vla_demo.check_policy import check_policy
+
+    assert check_policy(FLOW_DEMO_POLICY)["kind"] == "flow"
+
+
+def test_flow_noise_is_standard_normal_and_seeded():
+    from vla_demo import flow
+
+    a = flow.gaussian(1_700_000_000_123_456_789, 100_000)
+    assert a.dtype == np.float32 and np.isfinite(a).all()
+    assert abs(a.mean()) < 0.01 and abs(a.var() - 1) < 0.02
+    assert np.array_equal(flow.gaussian(42, 5), flow.gaussian(42, 7)[:5])
+    assert not np.array_equal(flow.gaussian(42, 5), flow.gaussian(43, 5))
+    # src/policy/noise.rs pins the same values.
+    assert flow.gaussian(42, 4).tolist() == np.array([0.41471976, 0.65268123, -0.89188623, 1.3268336], np.float32).tolist()
 
 
 def test_every_generated_instruction_fits_the_policy_token_limit():
