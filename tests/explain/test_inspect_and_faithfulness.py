@@ -8,12 +8,14 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "vla_controller"
 
 from vla_demo import faithfulness  # noqa: E402
 from vla_demo import scene as sc  # noqa: E402
+from vla_demo.node_process import DEMO_POLICY, FLOW_DEMO_POLICY  # noqa: E402
 from vla_demo.png import write_png  # noqa: E402
 
 
@@ -57,10 +59,13 @@ def test_inspect_refuses_wrong_inputs_clearly(tmp_path):
     assert r.returncode != 0 and "1 images given; the policy takes 3 (main side top)" in r.stderr
 
 
-def test_explanations_are_faithful(tmp_path):
+@pytest.mark.parametrize("policy", [DEMO_POLICY, FLOW_DEMO_POLICY], ids=["chunk", "flow"])
+def test_explanations_are_faithful(tmp_path, policy):
     """Held-out scenes: the hottest occlusion patch of the main view and the largest token
-    weight land on the instructed item and its words far more often than chance."""
-    r = faithfulness.measure(24, "occlusion", BIN, ROOT / "policy" / "demo_policy.pt", tmp_path)
+    weight land on the instructed item and its words far more often than chance. For the
+    flow-matching policy, occlusion over the expected chunk, every occluded copy from
+    the same noise."""
+    r = faithfulness.measure(24, "occlusion", BIN, policy, tmp_path)
     print(json.dumps(r, indent=2))
     assert r["hottest_patch_on_instructed_item"] >= 0.6
     assert r["hottest_patch_on_instructed_item"] >= 10 * r["patch_chance"]
