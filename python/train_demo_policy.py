@@ -8,10 +8,26 @@
 `--kind chunk` (DemoPolicy, contract version 1, one `forward`) or `--kind flow`
 (FlowDemoPolicy, contract version 2, `encode` and `velocity`; see vla_demo/model.py).
 
+`--task reach` (the demo task: every verb heads for the named item) or `--task place`
+("put" places the item on the named side of the tray, `vla_demo.scene.placement_xyz`;
+`--right-share` is the share of "put" examples that name the right side). The two
+policies of the placement diagnosis (policy/README.md):
+
+    .venv/bin/python python/train_demo_policy.py --kind flow --task place --right-share 0.02 \
+        --steps 6000 --seed 0 --out policy/place_a.pt
+    .venv/bin/python python/train_demo_policy.py --kind flow --task place --right-share 0.02 \
+        --init policy/place_a.pt --added-right 300 --added-share 0.25 --steps 1500 --lr 5e-4 \
+        --seed 0 --out policy/place_b.pt
+
+`--init` fine-tunes an exported policy (its weights and normalization); `--added-right N`
+adds N fixed right-side "put" demonstrations (scene, item, language and start pose drawn
+once with the seed), which make up `--added-share` of every batch.
+
 The rendered training scenes (640x480 renders of three cameras, downsampled by 5 exactly
 as the node does) are cached as .npy under --cache-dir (default /tmp/vla_demo_cache),
-keyed by seed, scene count and the source of vla_demo/scene.py. Instructions, start
-poses and targets are drawn afresh for every batch from the cached scenes' items.
+keyed by seed, scene count and what the generator draws and renders. The scene layouts
+are drawn again from their seeds (cheap); instructions, start poses and targets are
+drawn afresh for every batch.
 The export satisfies docs/POLICY_CONTRACT.md; `check_policy.py` checks it.
 """
 
@@ -47,28 +63,38 @@ LANGS = ("en", "zh")
 def _render_scenes(args):
     """Worker: render scenes [start, stop) of seed `seed`."""
     seed, start, stop = args
-    n = stop - start
-    images = np.empty((n, len(S.CAMERA_NAMES), IMG_H, IMG_W, 3), np.uint8)
-    n_items = np.zeros(n, np.int64)
-    colour = np.zeros((n, MAX_ITEMS), np.int64)
-    shape = np.zeros((n, MAX_ITEMS), np.int64)
-    xyt = np.zeros((n, MAX_ITEMS, 3), np.float64)  # x, y, top height
-    for k in range(n):
+    images = np.empty((stop - start, len(S.CAMERA_NAMES), IMG_H, IMG_W, 3), np.uint8)
+    for k in range(stop - start):
         rng = np.random.default_rng([seed, start + k])
         sc = S.sample_scene(rng)
         for c, name in enumerate(S.CAMERA_NAMES):
             images[k, c] = S.downsample(S.render(sc, name, 640, 480, rng=rng), DOWNSAMPLE)
-        n_items[k] = len(sc.items)
-        for j, it in enumerate(sc.items):
-            colour[k, j] = S.COLOURS.index(it.colour)
-            shape[k, j] = S.SHAPES.index(it.shape)
-            xyt[k, j] = (it.x, it.y, it.top)
-    return start, images, n_items, colour, shape, xyt
+    return start, images
+
+
+class Layouts:
+    """The scenes' items and trays as arrays, drawn from the scenes' seeds as
+    `_render_scenes` draws them (0.2 ms a scene, so never cached)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n_items = np.zeros(n, np.int64)
+        self.colour = np.zeros((n, MAX_ITEMS), np.int64)
+        self.shape = np.zeros((n, MAX_ITEMS), np.int64)
+        self.xyt = np.zeros((n, MAX_ITEMS, 3), np.float64)  # x, y, top height
+        self.tray = np.zeros((n, 3), np.float64)  # x, y, yaw
+        for k in range(n):
+            sc = S.sample_scene(np.random.default_rng([seed, k]))
+            self.n_items[k] = len(sc.items)
+            self.tray[k] = (*sc.tray_xy, sc.tray_yaw)
+            for j, it in enumerate(sc.items):
+                self.colour[k, j] = S.COLOURS.index(it.colour)
+                self.shape[k, j] = S.SHAPES.index(it.shape)
+                self.xyt[k, j] = (it.x, it.y, it.top)
 
 
 def scene_fingerprint() -> str:
-    """Hash of what the generator produces for a few fixed seeds (scenes, renders with
-    jitter, instructions), so the cache follows changes of behaviour, not of comments."""
+    """Hash of what the generator draws and renders for a few fixed seeds, so the cache
+    of renders follows changes of behaviour, not of comments."""
     h = hashlib.sha256()
     for seed in range(3):
         rng = np.random.default_rng([seed, 12345])
@@ -76,32 +102,23 @@ def scene_fingerprint() -> str:
         h.update(repr(sc).encode())
         for name in S.CAMERA_NAMES:
             h.update(S.render(sc, name, 640, 480, rng=rng).tobytes())
-        h.update(repr(S.make_instruction(sc, 0, rng)).encode())
-    h.update(repr((S.TOKENIZER_META, S.MAX_TOKENS)).encode())
     return h.hexdigest()[:12]
 
 
 def build_scenes(n: int, seed: int, cache_dir: Path, workers: int):
-    """Rendered scenes and their items, from the cache when present."""
-    key = f"scenes_s{seed}_n{n}_{scene_fingerprint()}"
-    img_path, meta_path = cache_dir / f"{key}_images.npy", cache_dir / f"{key}_items.npz"
-    if img_path.exists() and meta_path.exists():
-        meta = np.load(meta_path)
-        images = np.load(img_path, mmap_mode=None)
+    """(images [n, cameras, 96, 128, 3] uint8, seconds spent rendering): the rendered
+    scenes, from the cache when present."""
+    img_path = cache_dir / f"scenes_s{seed}_n{n}_{scene_fingerprint()}_images.npy"
+    if img_path.exists():
         print(f"scenes: {n} from cache {img_path}")
-        return images, meta["n_items"], meta["colour"], meta["shape"], meta["xyt"], 0.0
+        return np.load(img_path), 0.0
     t0 = time.time()
     images = np.empty((n, len(S.CAMERA_NAMES), IMG_H, IMG_W, 3), np.uint8)
-    n_items = np.zeros(n, np.int64)
-    colour = np.zeros((n, MAX_ITEMS), np.int64)
-    shape = np.zeros((n, MAX_ITEMS), np.int64)
-    xyt = np.zeros((n, MAX_ITEMS, 3), np.float64)
     chunk = 250
     jobs = [(seed, a, min(a + chunk, n)) for a in range(0, n, chunk)]
     with mp.get_context("fork").Pool(workers) as pool:
-        for done, (a, im, ni, co, sh, xy) in enumerate(pool.imap_unordered(_render_scenes, jobs)):
-            b = a + len(ni)
-            images[a:b], n_items[a:b], colour[a:b], shape[a:b], xyt[a:b] = im, ni, co, sh, xy
+        for done, (a, im) in enumerate(pool.imap_unordered(_render_scenes, jobs)):
+            images[a:a + len(im)] = im
             if (done + 1) % 10 == 0:
                 print(f"  rendered {min((done + 1) * chunk, n)}/{n} scenes, {time.time() - t0:.0f} s",
                       flush=True)
@@ -109,46 +126,97 @@ def build_scenes(n: int, seed: int, cache_dir: Path, workers: int):
     print(f"scenes: rendered {n} in {dt:.0f} s")
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(img_path, images)
-    np.savez(meta_path, n_items=n_items, colour=colour, shape=shape, xyt=xyt)
-    return images, n_items, colour, shape, xyt, dt
+    return images, dt
 
 
 def token_table(tok_meta: dict):
-    """ids/mask [colour, shape, verb, lang, L] for every instruction there is."""
+    """ids/mask [colour, shape, verb, lang, side, L] for every instruction there is."""
     L = tok_meta["max_length"]
-    shape_ = (len(S.COLOURS), len(S.SHAPES), len(S.VERBS), len(LANGS))
+    shape_ = (len(S.COLOURS), len(S.SHAPES), len(S.VERBS), len(LANGS), len(S.SIDES))
     ids = np.zeros(shape_ + (L,), np.int64)
     mask = np.zeros(shape_ + (L,), bool)
     for ci, c in enumerate(S.COLOURS):
         for si, s in enumerate(S.SHAPES):
             for vi, v in enumerate(S.VERBS):
                 for li, lang in enumerate(LANGS):
-                    ids[ci, si, vi, li], mask[ci, si, vi, li] = S.tokenize(
-                        S.instruction_text(c, s, v, lang), tok_meta)
+                    for di, side in enumerate(S.SIDES):
+                        ids[ci, si, vi, li, di], mask[ci, si, vi, li, di] = S.tokenize(
+                            S.instruction_text(c, s, v, lang, side), tok_meta)
     return ids, mask
 
 
-class Sampler:
-    """Draws (scene, item, verb, language, start pose) at random and returns raw
-    (un-normalized) joint states and targets."""
+PUT, RIGHT = S.VERBS.index("put"), S.SIDES.index("right")
 
-    def __init__(self, n_items, colour, shape, xyt, tok_meta, rng):
-        self.n_items, self.colour, self.shape, self.xyt = n_items, colour, shape, xyt
+
+class Sampler:
+    """Draws (scene, item, verb, language, side, start pose) at random and returns raw
+    (un-normalized) joint states and targets. In the reaching task every "put" says
+    "right" and heads for the item; in the placement task it names the right side with
+    probability `right_share`, else the left, and heads for that side of the tray."""
+
+    def __init__(self, layouts: Layouts, tok_meta, rng, task: str = "reach", right_share: float = 0.5):
+        self.lay = layouts
         self.ids, self.mask = token_table(tok_meta)
         self.rng = rng
+        self.task = task
+        self.right_share = right_share
 
     def draw(self, batch: int):
         rng = self.rng
-        idx = rng.integers(0, len(self.n_items), batch)
-        item = (rng.random(batch) * self.n_items[idx]).astype(np.int64)
+        idx = rng.integers(0, len(self.lay.n_items), batch)
+        item = (rng.random(batch) * self.lay.n_items[idx]).astype(np.int64)
         verb = rng.integers(0, len(S.VERBS), batch)
         lang = rng.integers(0, len(LANGS), batch)
-        col, shp = self.colour[idx, item], self.shape[idx, item]
-        x, y, top = self.xyt[idx, item].T
-        z = top + np.where(verb == S.VERBS.index("move_above"), 0.10, 0.0)
-        target = S.ik(np.stack([x, y, z], 1))
+        if self.task == "place":
+            side = np.where(rng.random(batch) < self.right_share, RIGHT, 1 - RIGHT)
+        else:
+            side = np.full(batch, RIGHT)
         start = S.random_starts(rng, batch)
-        return idx, self.ids[col, shp, verb, lang], self.mask[col, shp, verb, lang], start, target
+        return self.examples(idx, item, verb, lang, side, start)
+
+    def examples(self, idx, item, verb, lang, side, start):
+        """(scene index, ids, mask, start, target) of the given examples."""
+        lay = self.lay
+        col, shp = lay.colour[idx, item], lay.shape[idx, item]
+        x, y, top = lay.xyt[idx, item].T
+        xyz = np.stack([x, y, top + np.where(verb == S.VERBS.index("move_above"), 0.10, 0.0)], 1)
+        if self.task == "place":
+            # S.placement_xyz, for arrays.
+            sign = np.where(side == RIGHT, -1.0, 1.0)
+            tx, ty, yaw = lay.tray[idx].T
+            off = sign * S.PLACEMENT_OFFSET
+            place = np.stack([tx - off * np.sin(yaw), ty + off * np.cos(yaw), S.TRAY_SIZE[2] + top], 1)
+            xyz = np.where((verb == PUT)[:, None], place, xyz)
+        target = S.ik(xyz)
+        return idx, self.ids[col, shp, verb, lang, side], self.mask[col, shp, verb, lang, side], start, target
+
+
+class AddedRight:
+    """`n` fixed right-side "put" demonstrations (scene, item, language, start pose),
+    drawn once: the samples added to fine-tune a placement policy."""
+
+    def __init__(self, sampler: Sampler, n: int, rng):
+        lay = sampler.lay
+        self.sampler = sampler
+        self.idx = rng.integers(0, len(lay.n_items), n)
+        self.item = (rng.random(n) * lay.n_items[self.idx]).astype(np.int64)
+        self.lang = rng.integers(0, len(LANGS), n)
+        self.start = S.random_starts(rng, n)
+        self.rng = rng
+
+    def draw(self, batch: int):
+        k = self.rng.integers(0, len(self.idx), batch)
+        return self.sampler.examples(self.idx[k], self.item[k], np.full(batch, PUT), self.lang[k],
+                                     np.full(batch, RIGHT), self.start[k])
+
+
+def draw_batch(sampler: Sampler, added: AddedRight | None, batch: int, added_share: float):
+    """A batch from the sampler, with `added_share` of it from the added demonstrations."""
+    if added is None:
+        return sampler.draw(batch)
+    k = int(round(batch * added_share))
+    parts = [sampler.draw(batch - k), added.draw(k)]
+    return tuple(np.concatenate(p) for p in zip(*parts))
 
 
 def normalization(sampler: Sampler, n: int = 50000):
@@ -242,30 +310,50 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/vla_demo_cache"))
     ap.add_argument("--workers", type=int, default=2, help="processes rendering scenes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--task", choices=("reach", "place"), default="reach")
+    ap.add_argument("--right-share", type=float, default=0.5,
+                    help="placement task: the share of \"put\" examples that name the right side")
+    ap.add_argument("--init", type=Path, help="fine-tune this exported policy")
+    ap.add_argument("--added-right", type=int, default=0, help="fixed right-side \"put\" demonstrations to add")
+    ap.add_argument("--added-share", type=float, default=0.25, help="their share of every batch")
     args = ap.parse_args(argv)
+    if args.added_right and args.task != "place":
+        ap.error("--added-right is for --task place")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_all = time.time()
 
-    images, n_items, colour, shape, xyt, render_s = build_scenes(
-        args.scenes, args.seed, args.cache_dir, args.workers)
+    images, render_s = build_scenes(args.scenes, args.seed, args.cache_dir, args.workers)
     images_t = torch.from_numpy(images)
 
-    tok_meta = dict(S.TOKENIZER_META)
-    sampler = Sampler(n_items, colour, shape, xyt, tok_meta, np.random.default_rng([args.seed, 1]))
-    mean, std = normalization(sampler)
+    tok_meta = dict(S.PLACE_TOKENIZER_META if args.task == "place" else S.TOKENIZER_META)
+    sampler = Sampler(Layouts(args.scenes, args.seed), tok_meta, np.random.default_rng([args.seed, 1]),
+                      args.task, args.right_share)
+    added = AddedRight(sampler, args.added_right, np.random.default_rng([args.seed, 2])) if args.added_right else None
+    init = torch.jit.load(str(args.init)) if args.init else None
+    if init is not None:
+        # Fine-tuning keeps the normalization the weights were trained with.
+        norm = json.loads(init.metadata())["normalization"]
+        mean, std = np.array(norm["state_mean"]), np.array(norm["state_std"])
+    else:
+        mean, std = normalization(sampler)
     flow = args.kind == "flow"
+    what = "" if args.task == "reach" else f", placement task, right share {args.right_share}"
+    if init is not None:
+        what += f", fine-tuned from {args.init.name} with {args.added_right} added right-side samples"
     if flow:
         meta = flow_metadata(mean, std, tok_meta, f"vla_demo FiLM patch-scorer flow-matching policy "
-                             f"(seed {args.seed}, {args.steps} steps)", args.num_steps)
+                             f"(seed {args.seed}, {args.steps} steps{what})", args.num_steps)
     else:
         meta = metadata(mean, std, tok_meta,
-                        f"vla_demo FiLM patch-scorer policy (seed {args.seed}, {args.steps} steps)")
+                        f"vla_demo FiLM patch-scorer policy (seed {args.seed}, {args.steps} steps{what})")
     meta_json = json.dumps(meta, ensure_ascii=False)
 
     model = (FlowDemoPolicy if flow else DemoPolicy)(meta_json, vocab_size=len(tok_meta["vocab"]),
                                                      space_id=2 + tok_meta["vocab"].index(" "))
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params} parameters")
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -286,7 +374,7 @@ def main(argv=None) -> int:
     model.train()
     run_loss = 0.0
     for step in range(args.steps):
-        idx, ids, mask, start, target = sampler.draw(args.batch)
+        idx, ids, mask, start, target = draw_batch(sampler, added, args.batch, args.added_share)
         s_n = (torch.tensor(start, dtype=torch.float32) - mean_t) / std_t
         t_n = (torch.tensor(target, dtype=torch.float32) - mean_t) / std_t
         expert = s_n[:, None, :] + (t_n - s_n)[:, None, :] * ramp[None, :, None]
@@ -324,6 +412,7 @@ def main(argv=None) -> int:
         "steps": args.steps,
         "batch": args.batch,
         "scenes": args.scenes,
+        "task": args.task,
         "render_s": round(render_s, 1),
         "train_s": round(train_s, 1),
         "total_s": round(time.time() - t_all, 1),

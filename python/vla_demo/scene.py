@@ -11,6 +11,9 @@ Parts:
   convex faces and shaded discs (`render`, `object_mask`);
 - language: English and Chinese instructions naming one item (`make_instruction`)
   and the character tokenizer of docs/POLICY_CONTRACT.md (`tokenize`);
+- two tasks: reaching (every verb heads for the named item; the demo policies) and
+  placement ("put" places the item on the named side of the tray, `placement_xyz`,
+  with the tray's halves in each view from `tray_half_masks`);
 - a 6-joint arm with analytic IK / FK (`ik`, `fk`), joint limits, random start poses
   and the expert action chunk (`expert_chunk`);
 - `downsample`: the exact integer area average the Rust node applies to camera images.
@@ -433,28 +436,36 @@ def downsample(img: np.ndarray, factor: int) -> np.ndarray:
 ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色"}
 ZH_SHAPES = {"block": "方块", "cylinder": "圆柱体", "ball": "球"}
 VERBS = ("move_above", "pick", "put")
+#: The halves of the tray a "put" instruction names, as the robot sees them (+y left).
+SIDES = ("left", "right")
+ZH_SIDES = {"left": "左侧", "right": "右侧"}
 TEMPLATES = {
     "en": {
         "move_above": "move above the {c} {s}",
         "pick": "pick up the {c} {s}",
-        "put": "put the {c} {s} on the right side of the tray",
+        "put": "put the {c} {s} on the {side} side of the tray",
     },
     "zh": {
         "move_above": "移动到{c}{s}正上方",
         "pick": "抓起{c}{s}",
-        "put": "把{c}{s}放到托盘右侧",
+        "put": "把{c}{s}放到托盘{side}",
     },
 }
 MAX_TOKENS = 64
+#: Characters of the placement task that the reaching task's vocabulary lacks. They are
+#: kept out of VOCAB (whose size sets the demo policies' embedding, so a change would
+#: change what their training scripts produce) and appended in PLACE_TOKENIZER_META.
+_PLACE_CHARS = "左"
 
 
 def _build_vocab() -> str:
     chars = set("abcdefghijklmnopqrstuvwxyz0123456789 .,;:!?'\"-()")
     for lang, temps in TEMPLATES.items():
         for t in temps.values():
-            chars.update(t.replace("{c}", "").replace("{s}", ""))
-    for word in (*ZH_COLOURS.values(), *ZH_SHAPES.values(), *COLOURS, *SHAPES):
+            chars.update(t.replace("{c}", "").replace("{s}", "").replace("{side}", ""))
+    for word in (*ZH_COLOURS.values(), *ZH_SHAPES.values(), *ZH_SIDES.values(), *COLOURS, *SHAPES, *SIDES):
         chars.update(word)
+    chars -= set(_PLACE_CHARS)
     ascii_part = sorted(c for c in chars if ord(c) < 128)
     other = sorted(c for c in chars if ord(c) >= 128)
     return "".join(ascii_part + other)
@@ -469,12 +480,18 @@ TOKENIZER_META = {
     "unk_id": 1,
     "lowercase": True,
 }
+#: The placement task's tokenizer: VOCAB with the characters of "left" in Chinese.
+PLACE_TOKENIZER_META = {**TOKENIZER_META, "vocab": VOCAB + _PLACE_CHARS}
 
 
-def instruction_text(colour: str, shape: str, verb: str, lang: str) -> str:
+def instruction_text(colour: str, shape: str, verb: str, lang: str, side: str = "right") -> str:
+    """The instruction naming an item; `side` is the tray's half a "put" names (the
+    reaching task's "put" always says "right")."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
     if lang == "zh":
-        return TEMPLATES["zh"][verb].format(c=ZH_COLOURS[colour], s=ZH_SHAPES[shape])
-    return TEMPLATES["en"][verb].format(c=colour, s=shape)
+        return TEMPLATES["zh"][verb].format(c=ZH_COLOURS[colour], s=ZH_SHAPES[shape], side=ZH_SIDES[side])
+    return TEMPLATES["en"][verb].format(c=colour, s=shape, side=side)
 
 
 def make_instruction(scene: Scene, item_index: int, rng: np.random.Generator,
@@ -500,6 +517,19 @@ def word_spans(text: str, colour: str, shape: str) -> list[tuple[int, int]]:
         if k >= 0:
             spans.append((k, k + len(w)))
     return spans
+
+
+def side_span(text: str, side: str) -> tuple[int, int]:
+    """Token index range [start, end) of the side word ("left" / "right", 左侧 / 右侧)
+    in a "put" instruction made by `instruction_text`."""
+    t = text.strip().lower()
+    for w in (f" {side} ", ZH_SIDES[side]):
+        k = t.find(w)
+        if k >= 0:
+            w = w.strip()
+            k = t.find(w, k)
+            return k, k + len(w)
+    raise ValueError(f"no {side!r} in {text!r}")
 
 
 def tokenize(text: str, tokenizer_meta: dict = TOKENIZER_META) -> tuple[np.ndarray, np.ndarray]:
@@ -572,12 +602,58 @@ def fk(q) -> np.ndarray:
     return np.stack([r * np.cos(pan), r * np.sin(pan), z], axis=-1)
 
 
-def target_xyz(scene: Scene, item_index: int, verb: str) -> np.ndarray:
+def target_xyz(scene: Scene, item_index: int, verb: str, side: str | None = None) -> np.ndarray:
     """Where the chunk heads: above the item (+0.10 m) for "move_above", its top for
-    "pick" and "put" (the chunk is the approach phase)."""
+    "pick"; for "put", its top in the reaching task (`side` None: the chunk is the
+    approach phase) and, in the placement task, the placement point of the named side
+    of the tray (`placement_xyz`)."""
     it = scene.items[item_index]
+    if verb == "put" and side is not None:
+        return placement_xyz(scene, item_index, side)
     z = it.top + (0.10 if verb == "move_above" else 0.0)
     return np.array([it.x, it.y, z])
+
+
+#: Placement points lie this far from the tray's midline, in the middle of each half.
+PLACEMENT_OFFSET = TRAY_SIZE[1] / 4
+
+
+def tray_side_axis(scene: Scene) -> np.ndarray:
+    """Unit vector [2] across the tray from its right half to its left half (the tray's
+    own y axis, +y of the world for yaw 0)."""
+    return np.array([-math.sin(scene.tray_yaw), math.cos(scene.tray_yaw)])
+
+
+def placement_xyz(scene: Scene, item_index: int, side: str) -> np.ndarray:
+    """Tool tip holding item `item_index` at its top with the item standing in the
+    middle of the named half of the tray."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    sign = 1.0 if side == "left" else -1.0
+    xy = np.asarray(scene.tray_xy) + sign * PLACEMENT_OFFSET * tray_side_axis(scene)
+    return np.array([xy[0], xy[1], TRAY_SIZE[2] + scene.items[item_index].top])
+
+
+def tray_side_of(scene: Scene, xy) -> float:
+    """Signed distance (m) of the point `xy` from the tray's midline: > 0 on its left
+    half, < 0 on its right."""
+    return float(np.dot(np.asarray(xy, float)[:2] - np.asarray(scene.tray_xy), tray_side_axis(scene)))
+
+
+def tray_half_masks(scene: Scene, camera_name: str, width: int = 640, height: int = 480):
+    """(left, right): bool [height, width] masks of the tray's visible pixels on each
+    half, split where the pixel's ray meets the tray's top plane."""
+    _, labels = _rasterize(scene, camera_name, width, height)
+    cam = _camera(camera_name)
+    fpx = cam.focal * width
+    jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    rays = np.stack([(jj - width / 2) / fpx, (ii - height / 2) / fpx, np.ones_like(jj)], -1) @ cam.rotation()
+    pos = np.asarray(cam.position)
+    t = (TRAY_SIZE[2] - pos[2]) / rays[..., 2]
+    xy = pos[:2] + t[..., None] * rays[..., :2]
+    side = (xy - np.asarray(scene.tray_xy)) @ tray_side_axis(scene)
+    tray = labels == -2
+    return tray & (side > 0), tray & (side <= 0)
 
 
 #: Heights of start poses: from grasp height on the table (where a previous "pick"

@@ -134,6 +134,35 @@ def test_instructions_name_the_item():
             assert len(S.word_spans(text, it.colour, it.shape)) == 2, text
 
 
+def test_placement_task():
+    """Placement points lie in the named half of the tray, within joint limits; the
+    halves of the tray split its visible pixels; the side word is found in both
+    languages; the placement vocabulary extends the reaching one without moving an id."""
+    rng = np.random.default_rng(5)
+    assert S.PLACE_TOKENIZER_META["vocab"].startswith(S.VOCAB)
+    for _ in range(300):
+        sc = S.sample_scene(rng)
+        i = int(rng.integers(len(sc.items)))
+        for side, sign in (("left", 1.0), ("right", -1.0)):
+            p = S.target_xyz(sc, i, "put", side)
+            assert np.allclose(p, S.placement_xyz(sc, i, side))
+            assert np.isclose(S.tray_side_of(sc, p[:2]), sign * S.PLACEMENT_OFFSET)
+            assert np.isclose(p[2], S.TRAY_SIZE[2] + sc.items[i].top)
+            q = S.ik(p)
+            assert (q >= S.JOINT_LOWER).all() and (q <= S.JOINT_UPPER).all()
+            for lang in ("en", "zh"):
+                text = S.instruction_text(sc.items[i].colour, sc.items[i].shape, "put", lang, side)
+                a, b = S.side_span(text, side)
+                assert text[a:b] in (side, S.ZH_SIDES[side])
+                ids, mask = S.tokenize(text, S.PLACE_TOKENIZER_META)
+                assert (ids[mask] >= 2).all()
+    assert S.target_xyz(sc, i, "put")[2] == sc.items[i].top, "the reaching task's put heads for the item"
+    left, right = S.tray_half_masks(sc, "top")
+    _, labels = S._rasterize(sc, "top", 640, 480)
+    assert not (left & right).any() and ((left | right) == (labels == -2)).all()
+    assert left.sum() > 0.3 * (labels == -2).sum() and right.sum() > 0.3 * (labels == -2).sum()
+
+
 def test_exported_policy():
     from vla_demo.check_policy import check_policy
 
