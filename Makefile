@@ -65,7 +65,7 @@ bench-e2e: build
 bench-sweep: build
 	$(ENV) python benches/e2e.py --sweep
 
-# Smoothings against inference delay, closed loop with the simulated arm (about 25
-# minutes with the defaults; not in `make test`).
+# Smoothings against inference delay, closed loop with the simulated arm (about 6
+# minutes with the defaults: 3 minutes with --scenes 5 measured; not in `make test`).
 bench-closed-loop: build
 	$(ENV) python benches/closed_loop.py
