@@ -181,11 +181,7 @@ class Sampler:
         x, y, top = lay.xyt[idx, item].T
         xyz = np.stack([x, y, top + np.where(verb == S.VERBS.index("move_above"), 0.10, 0.0)], 1)
         if self.task == "place":
-            # S.placement_xyz, for arrays.
-            sign = np.where(side == RIGHT, -1.0, 1.0)
-            tx, ty, yaw = lay.tray[idx].T
-            off = sign * S.PLACEMENT_OFFSET
-            place = np.stack([tx - off * np.sin(yaw), ty + off * np.cos(yaw), S.TRAY_SIZE[2] + top], 1)
+            place = S.placement_points(*lay.tray[idx].T, top, side != RIGHT)
             xyz = np.where((verb == PUT)[:, None], place, xyz)
         target = S.ik(xyz)
         return idx, self.ids[col, shp, verb, lang, side], self.mask[col, shp, verb, lang, side], start, target

@@ -96,12 +96,10 @@ def score(case: dict) -> dict:
     }
 
 
-def run_inspect(policy: Path, workdir: Path, binary: Path = BIN, occlusion_batch: int | None = None) -> None:
-    cmd = [str(binary), "inspect", "--batch", str(workdir / "cases.jsonl"), "--policy", str(policy),
-           "--method", "occlusion", "--threshold", str(THRESHOLD)]
-    if occlusion_batch:
-        cmd += ["--occlusion-batch", str(occlusion_batch)]
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+def run_inspect(policy: Path, workdir: Path, binary: Path = BIN) -> None:
+    subprocess.run([str(binary), "inspect", "--batch", str(workdir / "cases.jsonl"), "--policy", str(policy),
+                    "--method", "occlusion", "--threshold", str(THRESHOLD)],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def summarize(records: list[dict]) -> dict:

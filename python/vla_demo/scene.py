@@ -198,17 +198,22 @@ _BG_CACHE: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
 _NOISE_BANK: np.ndarray | None = None
 
 
+def _pixel_rays(camera_name: str, width: int, height: int) -> np.ndarray:
+    """[height, width, 3]: each pixel centre's ray direction in world axes (unit depth
+    along the camera's forward axis)."""
+    cam = _camera(camera_name)
+    fpx = cam.focal * width
+    jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    return np.stack([(jj - width / 2) / fpx, (ii - height / 2) / fpx, np.ones_like(jj)], -1) @ cam.rotation()
+
+
 def _background(camera_name: str, width: int, height: int):
     """Table / floor / wall image and its label map (-1 background), cached."""
     key = (camera_name, width, height)
     if key in _BG_CACHE:
         return _BG_CACHE[key]
-    cam = _camera(camera_name)
-    R = cam.rotation()
-    fpx = cam.focal * width
-    jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    rays = np.stack([(jj - width / 2) / fpx, (ii - height / 2) / fpx, np.ones_like(jj)], -1) @ R
-    pos = np.asarray(cam.position)
+    rays = _pixel_rays(camera_name, width, height)
+    pos = np.asarray(_camera(camera_name).position)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = -pos[2] / rays[..., 2]
     hits = t > 0
@@ -523,12 +528,12 @@ def side_span(text: str, side: str) -> tuple[int, int]:
     """Token index range [start, end) of the side word ("left" / "right", 左侧 / 右侧)
     in a "put" instruction made by `instruction_text`."""
     t = text.strip().lower()
-    for w in (f" {side} ", ZH_SIDES[side]):
-        k = t.find(w)
-        if k >= 0:
-            w = w.strip()
-            k = t.find(w, k)
-            return k, k + len(w)
+    k = t.find(f" {side} ")  # between spaces: a whole English word
+    if k >= 0:
+        return k + 1, k + 1 + len(side)
+    k = t.find(ZH_SIDES[side])
+    if k >= 0:
+        return k, k + len(ZH_SIDES[side])
     raise ValueError(f"no {side!r} in {text!r}")
 
 
@@ -624,14 +629,21 @@ def tray_side_axis(scene: Scene) -> np.ndarray:
     return np.array([-math.sin(scene.tray_yaw), math.cos(scene.tray_yaw)])
 
 
+def placement_points(tray_x, tray_y, tray_yaw, item_top, left) -> np.ndarray:
+    """[..., 3]: `placement_xyz` for arrays of trays, item heights and sides (`left`
+    true for the left half)."""
+    off = np.where(left, PLACEMENT_OFFSET, -PLACEMENT_OFFSET)
+    return np.stack([tray_x - off * np.sin(tray_yaw), tray_y + off * np.cos(tray_yaw),
+                     TRAY_SIZE[2] + np.asarray(item_top, float)], -1)
+
+
 def placement_xyz(scene: Scene, item_index: int, side: str) -> np.ndarray:
     """Tool tip holding item `item_index` at its top with the item standing in the
     middle of the named half of the tray."""
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    sign = 1.0 if side == "left" else -1.0
-    xy = np.asarray(scene.tray_xy) + sign * PLACEMENT_OFFSET * tray_side_axis(scene)
-    return np.array([xy[0], xy[1], TRAY_SIZE[2] + scene.items[item_index].top])
+    return placement_points(scene.tray_xy[0], scene.tray_xy[1], scene.tray_yaw,
+                            scene.items[item_index].top, side == "left")
 
 
 def tray_side_of(scene: Scene, xy) -> float:
@@ -644,11 +656,8 @@ def tray_half_masks(scene: Scene, camera_name: str, width: int = 640, height: in
     """(left, right): bool [height, width] masks of the tray's visible pixels on each
     half, split where the pixel's ray meets the tray's top plane."""
     _, labels = _rasterize(scene, camera_name, width, height)
-    cam = _camera(camera_name)
-    fpx = cam.focal * width
-    jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    rays = np.stack([(jj - width / 2) / fpx, (ii - height / 2) / fpx, np.ones_like(jj)], -1) @ cam.rotation()
-    pos = np.asarray(cam.position)
+    rays = _pixel_rays(camera_name, width, height)
+    pos = np.asarray(_camera(camera_name).position)
     t = (TRAY_SIZE[2] - pos[2]) / rays[..., 2]
     xy = pos[:2] + t[..., None] * rays[..., :2]
     side = (xy - np.asarray(scene.tray_xy)) @ tray_side_axis(scene)
