@@ -542,7 +542,7 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::config::{Method, Smoothing};
+    use crate::core::config::{Method, Smoothing, TokenMethod};
     use crate::core::contract::PolicyMeta;
     use crate::policy::fake::{Fault, FakePolicy};
 
@@ -664,8 +664,8 @@ mod tests {
         assert!(outputs.iter().any(|o| matches!(o, Output::CommandSource { .. })));
 
         let (obs, out) = inferred.pop().unwrap();
-        let settings = Settings { threshold: 0.3, alpha: 0.4, method: Method::Occlusion, occlusion_batch: 4 };
-        let Some(Output::Explanation(e)) = rig.driver.explain(obs, &out, &settings) else {
+        let settings = Settings { threshold: 0.3, alpha: 0.4, method: Method::Occlusion, token_method: TokenMethod::Auto, occlusion_batch: 4 };
+        let Some(Output::Explanation(e)) = rig.driver.explain(obs.clone(), &out, &settings) else {
             panic!("an explanation");
         };
         let Explained { explanation, camera_names, .. } = *e;
@@ -673,6 +673,21 @@ mod tests {
         assert_eq!(explanation.grids.len(), 2);
         assert!(explanation.grids.iter().all(|g| g.len() == 12 && g.iter().any(|v| *v > 0.0)), "occlusion moves the fake chunk");
         assert_eq!(explanation.overlays[0].dimensions(), (32, 24));
+        // auto: the fake policy's own token weights (uniform over the real tokens).
+        let n = obs.tokens.len();
+        assert_eq!(explanation.token_method, TokenMethod::PolicyAttention);
+        assert_eq!(explanation.token_weights, vec![1.0 / n as f32; n]);
+        // occlusion: what each token adds to the fake chunk, `(id + position) % 7`.
+        let settings = Settings { token_method: TokenMethod::Occlusion, ..settings };
+        let Some(Output::Explanation(e)) = rig.driver.explain(obs.clone(), &out, &settings) else {
+            panic!("an explanation");
+        };
+        let expected: Vec<f64> = obs.tokens.ids[..n].iter().enumerate().map(|(i, id)| ((id + i as i64) % 7) as f64).collect();
+        let total: f64 = expected.iter().sum();
+        assert_eq!(e.explanation.token_method, TokenMethod::Occlusion);
+        for (w, x) in e.explanation.token_weights.iter().zip(&expected) {
+            assert!((f64::from(*w) - x / total).abs() < 1e-3, "{:?} against {expected:?}", e.explanation.token_weights);
+        }
 
         let Output::Diagnostics(statuses) = rig.driver.diagnostics(&rig.pipe, 90 * MS) else { panic!() };
         let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
@@ -683,7 +698,7 @@ mod tests {
         assert_eq!(statuses[4].values[0], ("inferences in window".to_owned(), inferred.len().saturating_add(1).to_string()));
         let value = |k: &str| status.values.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         assert_eq!(value("inferences"), Some(inferred.len().saturating_add(1).to_string()));
-        assert_eq!(value("explanations").as_deref(), Some("1"));
+        assert_eq!(value("explanations").as_deref(), Some("2"), "one by each token method");
         assert_eq!(value("received/camera/main/image_raw").as_deref(), Some("10"));
     }
 

@@ -1,6 +1,6 @@
 //! No panic on any valid configuration. Configurations are drawn as parameter values (1
 //! to 6 cameras, 1 to 12 joints, every smoothing, every command type (trajectories of 1
-//! to 5 points, one every tick) and explanation method, and the edge values of every
+//! to 5 points, one every tick), explanation method and token weight method, and the edge values of every
 //! parameter's range) and read through `Config::from_params`, as the node reads them; a
 //! fake policy is made for each (`FakePolicy::meta_for`). The pipeline is then built
 //! through the driver, as the node and the replay build it, and driven through a short
@@ -91,7 +91,7 @@ prop_compose! {
         // is seen (trajectories further apart execute their plan between messages, which
         // the live tests and the pipeline's own tests check).
         points in 1i64..=5,
-        method in prop::sample::select(vec!["occlusion", "policy_attention"]),
+        (method, token_method) in (prop::sample::select(vec!["occlusion", "policy_attention"]), prop::sample::select(vec!["auto", "occlusion", "policy_attention"])),
         (threshold, activation_alpha) in (unit(), unit()),
         (priority, threads, dry_run) in (prop::sample::select(vec![0i64, 1, 99]), prop::sample::select(vec![0i64, 1, 64]), prop::bool::weighted(0.1)),
     ) -> Params {
@@ -123,6 +123,7 @@ prop_compose! {
         set("trajectory_rate_hz", ParamValue::Double(control_rate));
         set("trajectory_horizon", ParamValue::Integer(points));
         set("explanation_method", string(method));
+        set("token_weight_method", string(token_method));
         set("attention_threshold", ParamValue::Double(threshold));
         set("activation_alpha", ParamValue::Double(activation_alpha));
         set("thread_priority", ParamValue::Integer(priority));

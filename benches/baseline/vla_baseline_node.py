@@ -588,7 +588,8 @@ def run_node(argv: list[str]) -> int:
             tw = weights[: len(tokens)].astype(np.float32)
             language = language_heatmap(glyphs, tokens, tw, threshold)
             tokens_pub.publish(TokenAttention(header=set_header, instruction=obs.instruction, tokens=tokens,
-                                              weights=tw.tolist(), threshold=float(threshold)))
+                                              method="policy_attention", weights=tw.tolist(),
+                                              threshold=float(threshold)))
             language_pub.publish(image_msg(Image, set_header, language))
             for k, (cam, grid, pub) in enumerate(zip(obs.cameras, maps, overlay_pubs)):
                 h = Header(stamp=to_time(cam.stamp), frame_id=cam.frame_id)

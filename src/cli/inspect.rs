@@ -41,9 +41,13 @@ pub struct InspectArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// occlusion or policy_attention
+    /// occlusion or policy_attention: where the patch grids come from
     #[arg(long, default_value = "occlusion")]
     pub method: String,
+    /// auto, occlusion or policy_attention: where the token weights come from (auto: the
+    /// policy's own when it returns them, token occlusion otherwise)
+    #[arg(long, default_value = "auto")]
+    pub token_method: String,
     #[arg(long, default_value_t = Config::default().attention_threshold)]
     pub threshold: f64,
     #[arg(long, default_value_t = Config::default().activation_alpha)]
@@ -86,6 +90,7 @@ impl InspectArgs {
             ("policy_path", ParamValue::String(self.policy.to_string_lossy().into_owned())),
             ("device", ParamValue::String(self.device.clone())),
             ("explanation_method", ParamValue::String(self.method.clone())),
+            ("token_weight_method", ParamValue::String(self.token_method.clone())),
             ("attention_threshold", ParamValue::Double(self.threshold)),
             ("activation_alpha", ParamValue::Double(self.alpha)),
             ("occlusion_batch", ParamValue::Integer(self.occlusion_batch.try_into().unwrap_or(i64::MAX))),
@@ -210,8 +215,10 @@ fn inspect_one(policy: &dyn PolicyRunner, case: &Case, settings: &Settings, save
         "token_ids": obs.tokens.ids,
         "token_mask": obs.tokens.mask,
         "token_weights": e.token_weights,
+        "policy_token_weights": explain::own_token_weights(&output, &obs),
         "attention_threshold": settings.threshold,
         "method": e.method.to_string(),
+        "token_method": e.token_method.to_string(),
         "grid_rows": e.rows,
         "grid_cols": e.cols,
         "grids": grids,

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::core::config::{Config, Method, SmoothingKind};
+use crate::core::config::{Config, Method, SmoothingKind, TokenMethod};
 use crate::core::inputs::tokenizer::{CharSpec, TokenizerSpec};
 use crate::core::joint_map::JointMap;
 
@@ -260,7 +260,7 @@ impl PolicyMeta {
                 self.control_rate_hz, cfg.control_rate_hz
             ));
         }
-        if let Err(e) = self.explainable(cfg.explanation_method) {
+        if let Err(e) = self.explainable(cfg.explanation_method, cfg.token_weight_method) {
             d.push(e);
         }
         if cfg.smoothing == SmoothingKind::Rtc && !matches!(self.kind, PolicyKind::Flow(_)) {
@@ -269,10 +269,14 @@ impl PolicyMeta {
         d
     }
 
-    /// Whether explanations by `method` can be made of this policy.
-    pub fn explainable(&self, method: Method) -> Result<(), String> {
+    /// Whether explanations by `method` (patch grids) and `tokens` (token weights) can be
+    /// made of this policy.
+    pub fn explainable(&self, method: Method, tokens: TokenMethod) -> Result<(), String> {
         if method == Method::PolicyAttention && !self.outputs.patch_maps {
             return Err("explanation_method policy_attention needs the policy's patch_maps, which it does not return (use occlusion)".into());
+        }
+        if tokens == TokenMethod::PolicyAttention && !self.outputs.token_weights {
+            return Err("token_weight_method policy_attention needs the policy's token_weights, which it does not return (use auto or occlusion)".into());
         }
         Ok(())
     }
@@ -460,8 +464,10 @@ mod tests {
         assert_eq!(m.outputs, Outputs::default());
         assert_eq!(m.patch_grid, PATCH_GRID);
         assert!(m.contract_differences().is_empty(), "{:?}", m.contract_differences());
-        assert!(m.explainable(Method::Occlusion).is_ok());
-        assert!(m.explainable(Method::PolicyAttention).unwrap_err().contains("patch_maps"));
+        assert!(m.explainable(Method::Occlusion, TokenMethod::Auto).is_ok());
+        assert!(m.explainable(Method::Occlusion, TokenMethod::Occlusion).is_ok());
+        assert!(m.explainable(Method::PolicyAttention, TokenMethod::Auto).unwrap_err().contains("patch_maps"));
+        assert!(m.explainable(Method::Occlusion, TokenMethod::PolicyAttention).unwrap_err().contains("token_weights"));
 
         let flow = PolicyMeta::parse(&v2(r#", "flow": {"num_steps": 10, "time": "noise_at_one", "guidance": "autograd"}"#).replace(r#""kind": "chunk""#, r#""kind": "flow""#)).unwrap();
         assert_eq!(flow.kind, PolicyKind::Flow(FlowSpec { num_steps: 10, time: FlowTime::NoiseAtOne, guidance: Guidance::Autograd, padded_action_dim: None }));

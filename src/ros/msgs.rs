@@ -278,6 +278,7 @@ fn explanation_msgs(obs: &Observation, e: Explanation, threshold: f32, camera_na
             header: set_header.clone(),
             instruction: obs.instruction.to_string(),
             tokens: e.tokens,
+            method: e.token_method.to_string(),
             weights: e.token_weights,
             threshold,
         };

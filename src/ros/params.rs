@@ -65,7 +65,7 @@ fn from_param_value(v: ParamValue) -> ParameterValue {
 pub struct LiveConfig {
     pub cfg: Config,
     /// The policy's description: a change is refused when the policy cannot follow it
-    /// (policy_attention of a policy without patch maps).
+    /// (policy_attention of a policy without patch maps or token weights).
     meta: PolicyMeta,
 }
 
@@ -78,7 +78,7 @@ impl LiveConfig {
     fn changed(&self, name: &str, value: &ParameterValue) -> Result<Config, String> {
         let v = to_param_value(value).ok_or("unsupported value type")?;
         let cfg = self.cfg.with_runtime_change(name, &v).map_err(|e| e.to_string())?;
-        self.meta.explainable(cfg.explanation_method)?;
+        self.meta.explainable(cfg.explanation_method, cfg.token_weight_method)?;
         Ok(cfg)
     }
 }

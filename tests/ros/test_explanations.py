@@ -72,6 +72,7 @@ def test_explanations_arrive_while_commands_keep_their_rate(peers, start_node):
     assert "".join(tokens.tokens) == text.lower()
     assert abs(sum(tokens.weights) - 1.0) < 1e-3
     assert tokens.threshold == np.float32(0.3)
+    assert tokens.method == "policy_attention", "auto: the demo policy's own token weights"
 
     grid = latest.get("/vla_controller/attention/grids")
     assert (grid.rows, grid.cols, len(grid.values)) == (12, 16, 192)
@@ -94,6 +95,14 @@ def test_explanations_arrive_while_commands_keep_their_rate(peers, start_node):
     wait_for(switched, 30, "explanations with the new settings")
     g = latest.get("/vla_controller/attention/grids")
     assert abs(sum(g.values) - 1.0) < 1e-3, "policy attention maps are distributions"
+
+    # Token weights by occlusion instead of the policy's own: what the chunk depends on.
+    own = np.array(latest.get("/vla_controller/attention/tokens").weights)
+    assert set_param(peers.node, "token_weight_method", "occlusion").successful
+    wait_for(lambda: latest.get("/vla_controller/attention/tokens").method == "occlusion", 30, "token occlusion")
+    t = latest.get("/vla_controller/attention/tokens")
+    assert len(t.weights) == len(own) and abs(sum(t.weights) - 1.0) < 1e-3
+    assert np.abs(np.array(t.weights) - own).max() > 0.01, "occlusion measures something else than attention"
 
 
 def test_rviz_config_shows_what_the_node_publishes(peers, start_node):

@@ -149,20 +149,26 @@ impl Choice for Method {
 }
 choice_param!(Method);
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.to_value() {
-            ParamValue::String(s) => f.write_str(&s),
-            _ => unreachable!("a choice is a string"),
-        }
-    }
+/// Where the language heatmap's token weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMethod {
+    /// The policy's own token weights when it returns them, token occlusion otherwise.
+    Auto,
+    /// Each token masked in turn, the change of the chunk measured: what the action
+    /// depends on, whatever the policy's attention says (one forward pass per token).
+    Occlusion,
+    /// The policy's own token weights, returned with every inference.
+    PolicyAttention,
 }
 
-impl Method {
-    pub fn parse(s: &str) -> Option<Method> {
-        Method::from_value(&ParamValue::String(s.to_owned())).ok()
-    }
+impl Choice for TokenMethod {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("auto", TokenMethod::Auto),
+        ("occlusion", TokenMethod::Occlusion),
+        ("policy_attention", TokenMethod::PolicyAttention),
+    ];
 }
+choice_param!(TokenMethod);
 
 /// Declares the parameters: the [`Config`] struct (one field per parameter, documented
 /// by its description), its defaults, the table [`PARAMETERS`], and the reading and
@@ -288,6 +294,8 @@ parameters! {
     explain_rate_hz: f64 = 5.0, Rule::Rate, runtime;
     /// occlusion or policy_attention
     explanation_method: Method = Method::Occlusion, Rule::Any, runtime;
+    /// token weights: auto (the policy's own, else occlusion), occlusion or policy_attention
+    token_weight_method: TokenMethod = TokenMethod::Auto, Rule::Any, runtime;
     /// occluded copies per forward pass
     occlusion_batch: usize = 16, Rule::AtLeast(1), startup;
     /// publish explanations and predicted motion but no commands
@@ -668,6 +676,10 @@ mod tests {
         assert_eq!(c.attention_threshold, 0.5);
         let c = cfg.with_runtime_change("explanation_method", &ParamValue::String("policy_attention".into())).unwrap();
         assert_eq!(c.explanation_method, Method::PolicyAttention);
+        let c = cfg.with_runtime_change("token_weight_method", &ParamValue::String("occlusion".into())).unwrap();
+        assert_eq!(c.token_weight_method, TokenMethod::Occlusion);
+        let e = cfg.with_runtime_change("token_weight_method", &ParamValue::String("attention".into())).unwrap_err().to_string();
+        assert!(e.contains("auto, occlusion or policy_attention"), "{e}");
         let e = cfg.with_runtime_change("activation_alpha", &ParamValue::Double(1.5)).unwrap_err().to_string();
         assert!(e.contains("activation_alpha") && e.contains("[0, 1]"), "{e}");
         let e = cfg.with_runtime_change("control_rate_hz", &ParamValue::Double(10.0)).unwrap_err().to_string();
@@ -698,7 +710,7 @@ mod tests {
             assert!(!p.description.is_empty() && !p.description.starts_with(' ') && !p.description.contains('\n'), "{p:?}");
         }
         let runtime: Vec<&str> = PARAMETERS.iter().filter(|p| p.runtime).map(|p| p.name).collect();
-        assert_eq!(runtime, ["attention_threshold", "activation_alpha", "explain_rate_hz", "explanation_method", "dry_run"]);
+        assert_eq!(runtime, ["attention_threshold", "activation_alpha", "explain_rate_hz", "explanation_method", "token_weight_method", "dry_run"]);
         assert_eq!(Config::spec("device").unwrap().ros_type, "string");
         assert_eq!(Config::spec("joint_lower_limits").unwrap().ros_type, "double array");
     }

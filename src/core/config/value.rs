@@ -189,7 +189,8 @@ pub fn or_list(words: &[&str]) -> String {
     }
 }
 
-/// Implements [`ParamType`] for a [`Choice`]: read from one of its words.
+/// Implements [`ParamType`] and `Display` for a [`Choice`]: read from and shown as one of
+/// its words.
 macro_rules! choice_param {
     ($t:ty) => {
         impl $crate::core::config::value::ParamType for $t {
@@ -205,9 +206,15 @@ macro_rules! choice_param {
             }
 
             fn to_value(&self) -> $crate::core::config::value::ParamValue {
+                $crate::core::config::value::ParamValue::String(self.to_string())
+            }
+        }
+
+        /// The parameter's word.
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 use $crate::core::config::value::Choice;
-                let word = <$t>::CHOICES.iter().find(|(_, c)| c == self).map_or("", |(w, _)| *w);
-                $crate::core::config::value::ParamValue::String(word.to_owned())
+                f.write_str(<$t>::CHOICES.iter().find(|(_, c)| c == self).map_or("", |(w, _)| *w))
             }
         }
     };
