@@ -5,7 +5,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 BIN := target/release/vla_controller
 
-.PHONY: setup build test test-core test-unit test-ros test-lerobot fuzz fuzz-smoke demo bench bench-e2e bench-sweep bench-closed-loop clean
+.PHONY: setup build test test-core test-unit test-ros test-lerobot fuzz fuzz-smoke demo diagnose bench bench-e2e bench-sweep bench-closed-loop clean
 
 # Seconds per fuzz target: `make fuzz` (override: make fuzz FUZZ_SECONDS=3600), and the
 # smoke run of every target in `make test`.
@@ -51,6 +51,12 @@ fuzz-smoke: setup
 
 demo: build
 	$(ENV) python scripts/demo.py
+
+# The placement diagnosis (README, "A diagnosis"): policies A and B told to put the item
+# on the right side of the tray, in one held-out scene: the side each chose, the side
+# word's weight and the tray's split, and the pictures side by side in out/diagnose.
+diagnose: build
+	$(ENV) python -m vla_demo.diagnose --show
 
 clean:
 	cargo clean
