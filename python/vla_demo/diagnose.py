@@ -7,7 +7,9 @@ with "right" and once with "left" (same item, start pose and language; English a
 Chinese alternate from scene to scene), for each policy:
 
 - side accuracy: the tool tip of the chunk's last action lies in the named half of
-  the tray (`scene.tray_side_of`), per named side;
+  the tray (`scene.tray_side_of`), per named side; and placed: the tip within 3 cm of
+  the expert's point (the named item's top over the middle of the named half), which
+  scores the item's height as well as the side;
 - the side word's weight: the largest relative token weight (each weight over the
   instruction's largest, as the language heatmap colours them) on the side word's
   tokens ("right", 右侧, ...), its mean and how often it reaches `attention_threshold`,
@@ -48,6 +50,8 @@ from .png import read_png, write_png
 ROWS, COLS = 12, 16
 HELD_OUT_SEED = 2000
 THRESHOLD = 0.3
+#: A placement counts when the tool tip ends within this of the expert's point.
+PLACED_M = 0.03
 #: The scene `--show` (and `make diagnose`) shows: one where A puts the item on the left
 #: when told "right", as it does in 9 of the first 40 held-out scenes' 20 English cases.
 SHOWN_SCENE = 28
@@ -103,6 +107,8 @@ def score(case: dict, out: dict | None = None) -> dict:
         "chosen": "left" if offset > 0 else "right",
         "side_ok": (offset > 0) == (side == "left"),
         "offset_m": offset,
+        # The expert's point: the named item's top held over the middle of the named half.
+        "placement_error_m": float(np.linalg.norm(tip - sc.placement_xyz(s, case["item"], side))),
         **side_word(out["token_weights"], a, b, "occlusion"),
         **side_word(out["policy_token_weights"], a, b, "attention"),
         "named_half_share": named / total if total > 0 else 0.5,
@@ -169,7 +175,8 @@ def summarize(records: list[dict]) -> dict:
         r = [x for x in records if x["side"] == side and (not lang or x["lang"] == lang[0])]
         if not r:
             continue
-        out[key] = {"n": len(r), "side_accuracy": float(np.mean([x["side_ok"] for x in r]))}
+        out[key] = {"n": len(r), "side_accuracy": float(np.mean([x["side_ok"] for x in r])),
+                    "placed": float(np.mean([x["placement_error_m"] < PLACED_M for x in r]))}
         for source in ("occlusion", "attention"):
             k = f"side_word_{source}"
             if any(np.isnan(x[k]) for x in r):  # not measured (replay: no policy weights)
@@ -205,13 +212,13 @@ def table(result: dict) -> str:
              f" through {result['through']};",
              "side word: its relative weight (mean, share of cases at or over the threshold) by token occlusion",
              "and by the policy's own attention:",
-             f"{'policy':14} {'named':9} {'side accuracy':>14} {'occlusion':>10} {'>= ' + t:>7} "
+             f"{'policy':14} {'named':9} {'side accuracy':>14} {f'placed ({PLACED_M * 100:.0f} cm)':>14} {'occlusion':>10} {'>= ' + t:>7} "
              f"{'attention':>10} {'>= ' + t:>7} {'tray map on named half':>23}"]
     for name, p in result["policies"].items():
         for side, r in p["summary"].items():
             word = "".join(f"{r[f'side_word_{s}_mean']:10.2f} {r[f'side_word_{s}_over_threshold'] * 100:6.0f}% "
                            if f"side_word_{s}_mean" in r else f"{'-':>10} {'-':>7} " for s in ("occlusion", "attention"))
-            lines.append(f"{name:14} {side:9} {r['side_accuracy'] * 100:13.0f}% {word}"
+            lines.append(f"{name:14} {side:9} {r['side_accuracy'] * 100:13.0f}% {r['placed'] * 100:13.0f}% {word}"
                          f"{r['named_half_share_mean'] * 100:22.0f}%")
     return "\n".join(lines)
 
