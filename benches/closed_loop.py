@@ -20,7 +20,8 @@ the change still heads for the first item. Measured per run:
   `~/predicted_joint_states`, before the safety filter) from one control tick to the
   next, at each tick where a new chunk took over, over both legs; given as the median,
   the 95th percentile and the largest over all seams of all scenes. The seam where the
-  new instruction's first chunk takes over is counted apart (its median over scenes):
+  new instruction's first chunk takes over (the largest after the switch) is counted
+  apart (its median over scenes):
   every smoothing starts afresh there, and the plan jumps to where the new chunk is
   after the ticks its inference took (the safety filter's step limit then carries the
   arm there);
@@ -96,10 +97,12 @@ class Watch:
 
 def measures(events, commands, period_ns: int, switch_ns: int | None) -> dict:
     """Seam jumps, the takeover jump at the switch, path against the newest chunk, RMS
-    jerk, from one run's streams. The first seam after `switch_ns` (wall clock) is the
-    new instruction's first chunk taking over: every smoothing starts afresh there
-    (chunks of a replaced instruction are discarded), so it is counted apart."""
-    chunk, deviations, seam_jumps, takeover = None, [], [], None
+    jerk, from one run's streams. One seam after `switch_ns` (wall clock) is the new
+    instruction's first chunk taking over: every smoothing starts afresh there (chunks of
+    a replaced instruction are discarded), so it is counted apart. Which one is not in
+    the streams (a chunk of the old instruction can still arrive after the switch), so
+    it is taken as the largest jump after the switch: the one where the plan turns."""
+    chunk, deviations, seam_jumps, after_switch = None, [], [], []
     previous, new_chunk = None, False
     for kind, stamp, value in events:
         if kind == "chunk":
@@ -108,16 +111,17 @@ def measures(events, commands, period_ns: int, switch_ns: int | None) -> dict:
         if previous is not None:
             step = float(np.abs(value - previous).max())
             if new_chunk:
-                if switch_ns is not None and takeover is None and stamp > switch_ns:
-                    takeover = step
-                else:
-                    seam_jumps.append(step)
+                (after_switch if switch_ns is not None and stamp > switch_ns else seam_jumps).append(step)
                 new_chunk = False
         previous = value
         if chunk is not None:
             i = round((stamp - chunk[0]) / period_ns)
             if 0 <= i < len(chunk[1]):
                 deviations.append(float(np.abs(value - chunk[1][i]).max()))
+    takeover = max(after_switch, default=None)
+    if after_switch:
+        after_switch.remove(takeover)
+        seam_jumps.extend(after_switch)
     q = np.array([c for _, c in commands])
     jerk = np.diff(q, n=3, axis=0) / PERIOD_S**3 if len(q) > 3 else np.zeros((0, 6))
     return {
