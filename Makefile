@@ -71,7 +71,7 @@ bench-e2e: build
 bench-sweep: build
 	$(ENV) python benches/e2e.py --sweep
 
-# Smoothings against inference delay, closed loop with the simulated arm (about 6
-# minutes with the defaults: 3 minutes with --scenes 5 measured; not in `make test`).
+# Smoothings against inference delay, closed loop with the simulated arm, with an
+# instruction switch mid-run (9 minutes with the defaults, 10 scenes; not in `make test`).
 bench-closed-loop: build
 	$(ENV) python benches/closed_loop.py
