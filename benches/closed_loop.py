@@ -60,7 +60,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from vla_demo import scene as sc  # noqa: E402
 from vla_demo.node_process import FLOW_DEMO_POLICY, ROOT, NodeProcess, node_command, wait_for  # noqa: E402
-from vla_demo.ros_peers import START, Peers, Recorder, ScenePublisher, SimArm  # noqa: E402
+from vla_demo.ros_peers import START, Peers, Recorder, ScenePublisher, SimArm, instruction, xy_error  # noqa: E402
 
 REACH_M = 0.03
 TIME_LIMIT_S = 8.0
@@ -136,8 +136,7 @@ def reach(peers, s: sc.Scene, item: int, t0: float):
     """Seconds from `t0` until the tool is over `item`, or None at the time limit; and
     the wall-clock time (ns) it got there."""
     while time.monotonic() - t0 < TIME_LIMIT_S:
-        tip = sc.fk(peers.arm.position())
-        if np.hypot(tip[0] - s.items[item].x, tip[1] - s.items[item].y) < REACH_M:
+        if xy_error(peers.arm.position(), s, item) < REACH_M:
             return time.monotonic() - t0, time.time_ns()
         time.sleep(0.02)
     return None, None
@@ -151,7 +150,7 @@ def run_scene(peers, watch, policy: Path, smoothing: str, delay: float, seed: in
     # is a real one.
     second = max((j for j in range(len(s.items)) if j != item),
                  key=lambda j: np.hypot(s.items[j].x - s.items[item].x, s.items[j].y - s.items[item].y))
-    text = sc.instruction_text(s.items[item].colour, s.items[item].shape, "move_above", "en")
+    text = instruction(s, item)
     peers.cams.set_scene(s)
     peers.arm.q[:] = START
     peers.recorder.commands.clear()
@@ -168,7 +167,7 @@ def run_scene(peers, watch, policy: Path, smoothing: str, delay: float, seed: in
         switched_at, switch_ns = None, None
         if reached_at is not None:
             t1, switch_ns = time.monotonic(), time.time_ns()
-            peers.cams.instruct(sc.instruction_text(s.items[second].colour, s.items[second].shape, "move_above", "en"))
+            peers.cams.instruct(instruction(s, second))
             switched_at, _ = reach(peers, s, second, t1)
     finally:
         node.stop()

@@ -64,9 +64,10 @@ def cell_shares(mask: np.ndarray) -> np.ndarray:
     return mask.reshape(ROWS, h // ROWS, COLS, w // COLS).mean(axis=(1, 3))
 
 
-def make_cases(scenes, workdir: Path, seed: int = HELD_OUT_SEED) -> list[dict]:
+def make_cases(scenes, workdir: Path, seed: int = HELD_OUT_SEED, sides=("right", "left")) -> list[dict]:
     """Writes the camera PNGs of the held-out scenes of these indices and `cases.jsonl`
-    (two cases a scene: right, then left); returns what scoring needs of each case."""
+    (a case a scene and side, in the order of `sides`); returns what scoring needs of
+    each case."""
     cases, meta = [], []
     for i in scenes:
         rng = np.random.default_rng([seed, i])
@@ -79,7 +80,7 @@ def make_cases(scenes, workdir: Path, seed: int = HELD_OUT_SEED) -> list[dict]:
         for cam in sc.CAMERA_NAMES:
             write_png(d / f"{cam}.png", sc.render(s, cam))
         left, right = sc.tray_half_masks(s, "main")
-        for side in ("right", "left"):
+        for side in sides:
             it = s.items[item]
             text = sc.instruction_text(it.colour, it.shape, "put", lang, side)
             cases.append({"images": [f"scene{i:03d}/{c}.png" for c in sc.CAMERA_NAMES],
@@ -124,7 +125,7 @@ def side_word(weights: list[float], a: int, b: int, source: str) -> dict:
     return {f"side_word_{source}": float(rel[a:b].max()), f"side_word_{source}_sum": float(w[a:b].sum())}
 
 
-def run_node(*args: str) -> None:
+def run_node(*args) -> None:
     """Runs the node's command line; its log is shown only when it fails."""
     r = subprocess.run([str(a) for a in args], cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
@@ -138,7 +139,9 @@ def run_inspect(policy: Path, workdir: Path, binary: Path = BIN) -> None:
 
 def replay_case(policy: Path, case: dict, binary: Path = BIN) -> dict:
     """Records the case as a bag, replays it through the node and returns what `score`
-    reads: the first chunk's actions, the first explanation's token weights and grids."""
+    reads: the first chunk's actions, the first explanation's token weights and grids.
+    (rclpy and the message packages are imported here: only replay needs the ROS
+    environment.)"""
     bag = bags.write_bag(case["dir"] / "recording", bags.scene_messages(
         case["scene"], [(0.0, case["text"])], seconds=1.0, q=case["q"]))
     out = case["dir"] / "replayed"
@@ -230,7 +233,7 @@ def show(policies, out: Path, scene: int = SHOWN_SCENE, seed: int = HELD_OUT_SEE
     lines, columns = [], []
     for k, policy in enumerate(policies):
         d = out / Path(policy).stem
-        case = make_cases([scene], d, seed)[0]
+        case, = make_cases([scene], d, seed, sides=("right",))
         run_inspect(Path(policy), d, binary)
         r = score(case)
         lines.append(f"{Path(policy).name}: told {case['text']!r}: put it on the {r['chosen']} "
