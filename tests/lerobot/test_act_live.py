@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures import LIVE_TOP, SIM_NAME_MAP, SIM_REST, make_act_run
+from fixtures import LIVE_TOP, LIVE_TOP_EXPORT, SIM_NAME_MAP, SIM_REST, make_act_run
 from vla_export import lerobot as ex
 from vla_demo import scene as sc
 from vla_demo.node_process import wait_for
@@ -18,7 +18,7 @@ from vla_demo.ros_peers import diag_value, setup_graph, status, two_sided_scene
 def act_top(tmp_path_factory):
     root = tmp_path_factory.mktemp("act_top")
     trained = make_act_run(root, LIVE_TOP)
-    return ex.export(trained.checkpoint, ex.Options(output=root / "act_top.pt", resize="area", any_camera_size=True)).metadata, root / "act_top.pt"
+    return ex.export(trained.checkpoint, ex.Options(output=root / "act_top.pt", **LIVE_TOP_EXPORT)).metadata, root / "act_top.pt"
 
 
 def test_act_drives_the_arm_from_one_camera_without_instruction(peers, start_node, act_top):
