@@ -40,6 +40,10 @@ LATCHED = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+#: What a recorder subscribes with: a queue deep enough that a peers' thread held up for
+#: a while on a loaded machine takes every message later instead of losing the oldest
+#: (tests compare consecutive messages).
+RECORDING = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def image_msg(rgb: np.ndarray, frame_id: str, encoding: str = "rgb8") -> Image:
@@ -199,10 +203,10 @@ class Recorder:
 
     def attach(self, node: Node, command_topic: str = "joint_commands", command_type=Float64MultiArray,
                gripper_topic: str | None = None) -> None:
-        node.create_subscription(command_type, command_topic, self._on_command, RELIABLE)
+        node.create_subscription(command_type, command_topic, self._on_command, RECORDING)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
         if gripper_topic:
-            node.create_subscription(Float64MultiArray, gripper_topic, self._on_gripper, RELIABLE)
+            node.create_subscription(Float64MultiArray, gripper_topic, self._on_gripper, RECORDING)
 
     def _on_command(self, msg) -> None:
         value = list(msg.data) if isinstance(msg, Float64MultiArray) else msg

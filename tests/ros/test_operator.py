@@ -115,6 +115,33 @@ def test_gripper_on_its_own_topic(peers, start_node):
     assert all(len(g) == 1 and sc.JOINT_LOWER[5] <= g[0] <= sc.JOINT_UPPER[5] for g in grip)
 
 
+def test_gripper_clamped_at_its_own_limit_and_the_arm_not(peers, start_node):
+    s, left, _ = two_sided_scene(37)
+    # The policy keeps the gripper open (0.04); its own limit lets it open 0.02 at most.
+    # The arm joints keep the parameters file's limits.
+    upper = [float(v) for v in sc.JOINT_UPPER[:5]] + [0.02]
+    cams, arm = setup_graph(peers, s, instruction(s, left), gripper_topic="gripper_commands")
+    start_node("-p", "gripper_joints:=[gripper]", "-p", f"joint_upper_limits:={upper}")
+    wait_for(lambda: xy_error(arm.position(), s, left) < 0.06, 60, "the arm over the item, the gripper held")
+    t0 = time.monotonic()
+    time.sleep(1.0)
+    with peers.recorder.lock:
+        grip = [g for _, g in peers.recorder.gripper]
+        recent = [g for t, g in peers.recorder.gripper if t >= t0]
+    arm_cmds = peers.recorder.commands_since(0)
+    assert grip and all(len(g) == 1 and sc.JOINT_LOWER[5] <= g[0] <= 0.02 for g in grip), grip
+    # From the first command on (the arm reported it open at 0.04, two steps of 0.01 above
+    # the limit): the position limit applies after the step, at the limit at once.
+    assert grip[0][0] == 0.02 and recent and all(g[0] == 0.02 for g in recent), "pressed against its limit"
+    assert arm.position()[5] == 0.02
+    # The arm: its five joints, one step a tick at most, within their own limits, and it
+    # reached the item (above).
+    q = np.array([c for _, c in arm_cmds])
+    assert q.shape[1] == len(sc.JOINT_NAMES) - 1
+    assert np.all(q >= sc.JOINT_LOWER[:5] - 1e-9) and np.all(q <= sc.JOINT_UPPER[:5] + 1e-9)
+    assert np.all(np.abs(np.diff(q, axis=0)) <= STEP[:5] + 1e-9)
+
+
 def test_diagnostics_by_concern_with_thresholds_from_the_parameters(peers, start_node):
     s, left, _ = two_sided_scene(39)
     cams, arm = setup_graph(peers, s, instruction(s, left))

@@ -50,6 +50,36 @@ def test_limits_from_the_urdf_parameter_tightened_by_nothing_looser(peers, start
     assert "max_step_per_tick[elbow] = 0.05 (robot description: 0.02): looser" in out
 
 
+def test_tighter_values_of_the_parameters_file_apply_over_the_urdf(peers, start_node, tmp_path):
+    s, left, _ = two_sided_scene(57)
+    pan = np.arctan2(s.items[left].y, s.items[left].x)
+    assert pan > 0.2
+    # The URDF: the simulated arm's limits (steps of 0.05 rad a tick), but for a slower
+    # shoulder_lift (0.02 rad a tick). The parameters file tightens shoulder_pan's upper
+    # limit (0.1, short of the item) and elbow's step (0.02), and gives the rest as loose
+    # as the URDF or looser.
+    velocity = [2.5, 1.0, 2.5, 2.5, 2.5, 0.5]
+    upper = [0.1, 2.6, 0.0, 0.4, 1.0, 0.06]
+    step = [0.05, 0.05, 0.02, 0.05, 0.05, 0.01]
+    cams, arm = setup_graph(peers, s, instruction(s, left))
+    node = start_node(*urdf_params(tmp_path, arm_urdf(velocity=velocity)),
+                      "-p", f"joint_upper_limits:={upper}", "-p", f"max_step_per_tick:={step}")
+    wait_for(lambda: len(peers.recorder.commands) > 150, 60, "three seconds of commands")
+    cmds = peers.recorder.commands_since(0)
+    q = np.array([c for _, c in cmds])
+    assert q[:, 0].max() <= 0.1 + 1e-12 and q[-1, 0] == 0.1, "the file's tighter limit, not the URDF's 1.6"
+    taken = steps(cmds)
+    # The largest step of each joint, which the way from the start pose to the item reaches:
+    # shoulder_lift at the URDF's 0.02, elbow at the file's 0.02, shoulder_pan at the 0.05
+    # both give.
+    assert np.allclose(taken[:3], [0.05, 0.02, 0.02], rtol=0, atol=1e-9), taken
+    out = node.output()
+    assert "joint_upper_limits[shoulder_pan] = 0.1 (robot description: 1.6): tightened by the parameters file" in out
+    assert "max_step_per_tick[elbow] = 0.02 (robot description: 0.05): tightened by the parameters file" in out
+    assert "max_step_per_tick[shoulder_lift] = 0.05 (robot description: 0.02): looser" in out
+    assert "shoulder_pan [-1.6, 0.1] step 0.05" in out and "elbow [-3.1, 0] step 0.02" in out
+
+
 def test_limits_from_the_robot_description_topic(peers, start_node, tmp_path):
     s, left, _ = two_sided_scene(59)
     velocity = [1.0, 1.0, 1.0, 1.0, 1.0, 0.5]
