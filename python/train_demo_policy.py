@@ -293,7 +293,7 @@ def flow_loss(model: FlowDemoPolicy, images, s_n, ids, mask, expert) -> tuple[to
 # ------------------------------------------------------------------------- training
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=("chunk", "flow"), default="chunk")
     ap.add_argument("--num-steps", type=int, default=10, help="a flow policy's Euler steps")
@@ -315,25 +315,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.added_right and args.task != "place":
         ap.error("--added-right is for --task place")
+    return args
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    t_all = time.time()
 
-    images, render_s = build_scenes(args.scenes, args.seed, args.cache_dir, args.workers)
-    images_t = torch.from_numpy(images)
-
-    tok_meta = dict(S.PLACE_TOKENIZER_META if args.task == "place" else S.TOKENIZER_META)
-    sampler = Sampler(Layouts(args.scenes, args.seed), tok_meta, np.random.default_rng([args.seed, 1]),
-                      args.task, args.right_share)
-    added = AddedRight(sampler, args.added_right, np.random.default_rng([args.seed, 2])) if args.added_right else None
-    init = torch.jit.load(str(args.init)) if args.init else None
-    if init is not None:
-        # Fine-tuning keeps the normalization the weights were trained with.
-        norm = json.loads(init.metadata())["normalization"]
-        mean, std = np.array(norm["state_mean"]), np.array(norm["state_std"])
-    else:
-        mean, std = normalization(sampler)
+def make_model(args: argparse.Namespace, tok_meta: dict, mean, std, init) -> torch.nn.Module:
+    """The policy to train, its metadata (name, tokenizer, normalization) built in;
+    with `init`, that exported policy's weights."""
     flow = args.kind == "flow"
     what = "" if args.task == "reach" else f", placement task, right share {args.right_share}"
     if init is not None:
@@ -350,8 +337,14 @@ def main(argv=None) -> int:
                                                      space_id=2 + tok_meta["vocab"].index(" "))
     if init is not None:
         model.load_state_dict(init.state_dict())
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params} parameters")
+    return model
+
+
+def train(model: torch.nn.Module, args: argparse.Namespace, sampler: Sampler, added, images_t: torch.Tensor,
+          mean, std) -> float:
+    """`args.steps` AdamW steps (warm-up, then cosine decay) on batches drawn afresh,
+    a progress line every 250 steps. Returns the seconds it took."""
+    flow = args.kind == "flow"
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     warmup = min(200, args.steps // 10)
 
@@ -395,7 +388,33 @@ def main(argv=None) -> int:
             print(f"step {step + 1:5d}  loss {run_loss / k:.4f}  xy err {np.median(err) * 100:.1f} cm"
                   f"  lr {sched.get_last_lr()[0]:.2e}  {time.time() - t_train:.0f} s", flush=True)
             run_loss = 0.0
-    train_s = time.time() - t_train
+    return time.time() - t_train
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t_all = time.time()
+
+    images, render_s = build_scenes(args.scenes, args.seed, args.cache_dir, args.workers)
+    images_t = torch.from_numpy(images)
+
+    tok_meta = dict(S.PLACE_TOKENIZER_META if args.task == "place" else S.TOKENIZER_META)
+    sampler = Sampler(Layouts(args.scenes, args.seed), tok_meta, np.random.default_rng([args.seed, 1]),
+                      args.task, args.right_share)
+    added = AddedRight(sampler, args.added_right, np.random.default_rng([args.seed, 2])) if args.added_right else None
+    init = torch.jit.load(str(args.init)) if args.init else None
+    if init is not None:
+        # Fine-tuning keeps the normalization the weights were trained with.
+        norm = json.loads(init.metadata())["normalization"]
+        mean, std = np.array(norm["state_mean"]), np.array(norm["state_std"])
+    else:
+        mean, std = normalization(sampler)
+    model = make_model(args, tok_meta, mean, std, init)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params} parameters")
+    train_s = train(model, args, sampler, added, images_t, mean, std)
 
     model.eval()
     scripted = torch.jit.script(model)

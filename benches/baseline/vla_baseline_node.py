@@ -56,6 +56,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -376,7 +377,9 @@ def ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def run_node(argv: list[str]) -> int:
+def ros_api() -> SimpleNamespace:
+    """rclpy, the message types and the stamp conversions the node uses, imported when
+    the node runs, not when the bag replay imports this file."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
@@ -394,122 +397,140 @@ def run_node(argv: list[str]) -> int:
     def to_duration(t: int) -> Duration:
         return Duration(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)
 
-    rclpy.init(args=argv)
-    node = Node("vla_controller")
-    log = node.get_logger()
-    p = {k: node.declare_parameter(k, v).value for k, v in PARAMS.items()}
-    use_sim_time = node.get_parameter("use_sim_time").value
-    try:
-        policy, meta = load_policy(p)
-    except (ConfigError, RuntimeError) as e:
-        log.fatal(str(e))
-        rclpy.try_shutdown()
-        return 1
-    if p["explanation_method"] != "policy_attention":
-        log.warning(f"explanation_method {p['explanation_method']}: the baseline explains with the policy's own maps")
-    runner = PolicyRunner(policy, meta, p["device"])
-    stats = Stats()
-    pipe = Pipeline(p, meta, stats)
-    if "warmup" not in WITHOUT:
-        runner.warm_up(pipe.tokenizer.encode(""))
-    lock = threading.Lock()  # the pipeline's, as the node's Mutex<Core>
-    decoder = ImageDecoder(p["image_width"], p["image_height"], meta["image_width"], meta["image_height"])
-    slot, explain_slot = LatestSlot(), LatestSlot()
-    running = threading.Event()
-    running.set()
-    prio = p["thread_priority"]
-    receive_prio, inference_prio = (max(prio - 1, 1), max(prio - 2, 1)) if prio > 0 else (0, 0)
+    return SimpleNamespace(**locals())
 
-    def now_ns() -> int:
-        return node.get_clock().now().nanoseconds if use_sim_time else time.time_ns()
 
-    def on_camera(i: int):
-        topic = camera_topic(p["camera_names"][i])
+class BaselineNode:
+    """The running node: the state its callbacks and threads share (the pipeline under
+    its lock, the two hand-off slots, the publishers), one method per callback and per
+    thread. The thread loops bind what they use to locals before they start."""
 
-        def callback(raw):
-            received, now = time.time_ns(), now_ns()
-            try:
-                if raw_images:
-                    img = CameraImage(*parse_image_cdr(raw))
-                else:
-                    img = CameraImage(ns(raw.header.stamp), raw.header.frame_id, raw.width, raw.height, raw.encoding,
-                                      raw.step, raw.data)
-            except (ValueError, struct.error, UnicodeDecodeError):
+    def __init__(self, ros: SimpleNamespace, node, p: dict, meta: dict, runner: PolicyRunner, pipe: Pipeline,
+                 stats: Stats):
+        self.ros, self.node, self.log, self.p, self.meta = ros, node, node.get_logger(), p, meta
+        self.runner, self.pipe, self.stats = runner, pipe, stats
+        self.use_sim_time = node.get_parameter("use_sim_time").value
+        self.lock = threading.Lock()  # the pipeline's, as the node's Mutex<Core>
+        self.decoder = ImageDecoder(p["image_width"], p["image_height"], meta["image_width"], meta["image_height"])
+        self.slot, self.explain_slot = LatestSlot(), LatestSlot()
+        self.running = threading.Event()
+        self.running.set()
+        prio = self.prio = p["thread_priority"]
+        self.receive_prio, self.inference_prio = (max(prio - 1, 1), max(prio - 2, 1)) if prio > 0 else (0, 0)
+        self.raw_images = "raw_images" not in WITHOUT
+        # The instruction: latched and volatile subscriptions, one copy counted (as the node).
+        self.last_instruction = None
+        self.subscribe()
+        self.advertise()
+        node.create_timer(1.0 / p["diagnostics_rate_hz"], self.publish_diagnostics)
+        self.glyphs = Glyphs(Path(__file__).resolve().parents[2] / "assets" / "glyphs.bin")
+        self.rgb_cache: dict = {}
+        self.renderers: dict = {}
+
+    def now_ns(self) -> int:
+        return self.node.get_clock().now().nanoseconds if self.use_sim_time else time.time_ns()
+
+    # ------------------------------------------------------------------ receiving
+
+    def subscribe(self) -> None:
+        r, node, p = self.ros, self.node, self.p
+        QoSProfile, ReliabilityPolicy = r.QoSProfile, r.ReliabilityPolicy
+        for i, name in enumerate(p["camera_names"]):
+            topic = camera_topic(name)
+            # A plain closure: rclpy's per-call coroutine check costs twice as much on a
+            # functools.partial.
+            node.create_subscription(r.Image, topic, lambda m, i=i, topic=topic: self.on_camera(i, topic, m),
+                                     r.qos_profile_sensor_data, raw=self.raw_images)
+        node.create_subscription(r.JointState, JOINT_STATES_TOPIC, self.on_joints, QoSProfile(
+            depth=20, reliability=ReliabilityPolicy.BEST_EFFORT))
+        node.create_subscription(r.String, INSTRUCTION_TOPIC, lambda m: self.on_instruction(True, m), QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=r.DurabilityPolicy.TRANSIENT_LOCAL))
+        node.create_subscription(r.String, INSTRUCTION_TOPIC, lambda m: self.on_instruction(False, m), QoSProfile(depth=10))
+
+    def on_camera(self, i: int, topic: str, raw) -> None:
+        """Camera `i`'s image (serialized, with `raw_images`): read, decoded, matched, and
+        each set it completes handed to the inference thread."""
+        received, now = time.time_ns(), self.now_ns()
+        stats = self.stats
+        try:
+            if self.raw_images:
+                img = CameraImage(*parse_image_cdr(raw))
+            else:
+                img = CameraImage(ns(raw.header.stamp), raw.header.frame_id, raw.width, raw.height, raw.encoding,
+                                  raw.step, raw.data)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            with stats.lock:
+                stats.count(stats.received, topic)
+                stats.count(stats.rejected, (topic, "message does not deserialize"))
+            return
+        try:
+            decoded = self.decoder.decode(img.width, img.height, img.encoding, img.step, img.data)
+        except ImageRejected as e:
+            decoded = e
+        with self.lock:
+            observations = self.pipe.on_image(i, img.stamp, now, decoded, img)
+        slot = self.slot
+        for obs in observations:
+            if slot.put((obs, received, time.time_ns())):
                 with stats.lock:
-                    stats.count(stats.received, topic)
-                    stats.count(stats.rejected, (topic, "message does not deserialize"))
-                return
-            try:
-                decoded = decoder.decode(img.width, img.height, img.encoding, img.step, img.data)
-            except ImageRejected as e:
-                decoded = e
-            with lock:
-                observations = pipe.on_image(i, img.stamp, now, decoded, img)
-            for obs in observations:
-                if slot.put((obs, received, time.time_ns())):
-                    with stats.lock:
-                        stats.observations_superseded += 1
-        return callback
+                    stats.observations_superseded += 1
 
-    raw_images = "raw_images" not in WITHOUT
-    for i, name in enumerate(p["camera_names"]):
-        node.create_subscription(Image, camera_topic(name), on_camera(i), qos_profile_sensor_data, raw=raw_images)
+    def on_joints(self, msg) -> None:
+        now = self.now_ns()
+        with self.lock:
+            self.pipe.on_joint_state(ns(msg.header.stamp), now, msg.name, msg.position)
 
-    def on_joints(msg):
-        now = now_ns()
-        with lock:
-            pipe.on_joint_state(ns(msg.header.stamp), now, msg.name, msg.position)
+    def on_instruction(self, latched: bool, msg) -> None:
+        t = time.monotonic()
+        prev = self.last_instruction
+        if prev and prev[0] == msg.data and prev[1] != latched and t - prev[2] < 0.5:
+            self.last_instruction = None
+            return
+        self.last_instruction = (msg.data, latched, t)
+        with self.lock:
+            self.pipe.on_instruction(msg.data)
 
-    node.create_subscription(JointState, JOINT_STATES_TOPIC, on_joints, QoSProfile(
-        depth=20, reliability=ReliabilityPolicy.BEST_EFFORT))
+    # ----------------------------------------------------------------- publishing
 
-    # The instruction: latched and volatile subscriptions, one copy counted (as the node).
-    last_instruction = [None]
+    def advertise(self) -> None:
+        r, node, p = self.ros, self.node, self.p
+        QoSProfile, Image = r.QoSProfile, r.Image
+        command_qos = QoSProfile(depth=10)
+        self.trajectory = p["command_type"] == "joint_trajectory"
+        self.cmd_pub = node.create_publisher(r.JointTrajectory if self.trajectory else r.Float64MultiArray,
+                                             "joint_commands", command_qos)
+        self.predicted_pub = node.create_publisher(r.JointState, "~/predicted_joint_states", command_qos)
+        self.chunk_timing = node.create_publisher(r.InferenceTiming, "~/timing/chunk", QoSProfile(depth=100))
+        self.command_timing = node.create_publisher(r.Header, "~/timing/command", QoSProfile(depth=100))
+        self.diag_pub = node.create_publisher(r.DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        explain_qos = QoSProfile(depth=2)
+        self.overlay_pubs = [node.create_publisher(Image, f"~/attention/{c}", explain_qos) for c in p["camera_names"]]
+        self.language_pub = node.create_publisher(Image, "~/attention/language", explain_qos)
+        self.tokens_pub = node.create_publisher(r.TokenAttention, "~/attention/tokens", explain_qos)
+        self.grids_pub = node.create_publisher(r.ActivationGrid, "~/attention/grids", explain_qos)
+        self.diag_name = f"{node.get_fully_qualified_name()}: pipeline"
 
-    def on_instruction(latched: bool):
-        def callback(msg):
-            t = time.monotonic()
-            prev = last_instruction[0]
-            if prev and prev[0] == msg.data and prev[1] != latched and t - prev[2] < 0.5:
-                last_instruction[0] = None
-                return
-            last_instruction[0] = (msg.data, latched, t)
-            with lock:
-                pipe.on_instruction(msg.data)
-        return callback
+    def publish_diagnostics(self) -> None:
+        r, stats = self.ros, self.stats
+        with self.lock:
+            state, level = self.pipe.state
+        t = self.now_ns()
+        msg = r.DiagnosticArray()
+        msg.header.stamp = r.to_time(t)
+        msg.status = [r.DiagnosticStatus(level=bytes([level]), name=self.diag_name, message=state,
+                                         hardware_id="vla_controller",
+                                         values=[r.KeyValue(key=k, value=v) for k, v in stats.values(state)])]
+        self.diag_pub.publish(msg)
 
-    node.create_subscription(String, INSTRUCTION_TOPIC, on_instruction(True), QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-    node.create_subscription(String, INSTRUCTION_TOPIC, on_instruction(False), QoSProfile(depth=10))
+    # -------------------------------------------------------------------- threads
 
-    command_qos = QoSProfile(depth=10)
-    trajectory = p["command_type"] == "joint_trajectory"
-    cmd_pub = node.create_publisher(JointTrajectory if trajectory else Float64MultiArray, "joint_commands", command_qos)
-    predicted_pub = node.create_publisher(JointState, "~/predicted_joint_states", command_qos)
-    chunk_timing = node.create_publisher(InferenceTiming, "~/timing/chunk", QoSProfile(depth=100))
-    command_timing = node.create_publisher(Header, "~/timing/command", QoSProfile(depth=100))
-    diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-    explain_qos = QoSProfile(depth=2)
-    overlay_pubs = [node.create_publisher(Image, f"~/attention/{c}", explain_qos) for c in p["camera_names"]]
-    language_pub = node.create_publisher(Image, "~/attention/language", explain_qos)
-    tokens_pub = node.create_publisher(TokenAttention, "~/attention/tokens", explain_qos)
-    grids_pub = node.create_publisher(ActivationGrid, "~/attention/grids", explain_qos)
-    diag_name = f"{node.get_fully_qualified_name()}: pipeline"
-
-    def publish_diagnostics():
-        with lock:
-            state, level = pipe.state
-        t = now_ns()
-        msg = DiagnosticArray()
-        msg.header.stamp = to_time(t)
-        msg.status = [DiagnosticStatus(level=bytes([level]), name=diag_name, message=state, hardware_id="vla_controller",
-                                       values=[KeyValue(key=k, value=v) for k, v in stats.values(state)])]
-        diag_pub.publish(msg)
-
-    node.create_timer(1.0 / p["diagnostics_rate_hz"], publish_diagnostics)
-
-    def infer_loop():
-        set_fifo(inference_prio, log=log.warning)
+    def infer_loop(self) -> None:
+        """The inference thread: the newest set through the policy, its chunk into the
+        pipeline, its attention to the explanation thread."""
+        set_fifo(self.inference_prio, log=self.log.warning)
+        slot, explain_slot, runner, stats, lock, pipe = (self.slot, self.explain_slot, self.runner, self.stats,
+                                                         self.lock, self.pipe)
+        chunk_timing, InferenceTiming, to_time = self.chunk_timing, self.ros.InferenceTiming, self.ros.to_time
         while (item := slot.take()) is not None:
             obs, received, queued = item
             started = time.time_ns()
@@ -534,8 +555,17 @@ def run_node(argv: list[str]) -> int:
                                                  finished=to_time(finished)))
             explain_slot.put((obs, weights, maps))
 
-    def control_loop():
-        set_fifo(prio, log=log.warning)
+    def control_loop(self) -> None:
+        """The control thread: a pipeline tick at every period, its command and target
+        published, sleeping to absolute deadlines."""
+        set_fifo(self.prio, log=self.log.warning)
+        r, p, pipe, lock, log = self.ros, self.p, self.pipe, self.lock, self.log
+        running, now_ns, publish_diagnostics = self.running, self.now_ns, self.publish_diagnostics
+        trajectory, cmd_pub, command_timing, predicted_pub = (self.trajectory, self.cmd_pub, self.command_timing,
+                                                              self.predicted_pub)
+        to_time, to_duration, Header, JointState = r.to_time, r.to_duration, r.Header, r.JointState
+        JointTrajectory, JointTrajectoryPoint, Float64MultiArray = (r.JointTrajectory, r.JointTrajectoryPoint,
+                                                                    r.Float64MultiArray)
         period = pipe.period
         names = list(p["joint_names"])
         deadline = time.monotonic_ns()
@@ -573,12 +603,16 @@ def run_node(argv: list[str]) -> int:
                 deadline += (late // period + 1) * period
             time.sleep(max(0, deadline - time.monotonic_ns()) / 1e9)
 
-    glyphs = Glyphs(Path(__file__).resolve().parents[2] / "assets" / "glyphs.bin")
-    rgb_cache: dict = {}
-    renderers: dict = {}
-
-    def explain_loop():
-        rows, cols = meta["patch_grid"]
+    def explain_loop(self) -> None:
+        """The explanation thread: the newest chunk's attention drawn and published, at
+        most `explain_rate_hz` times a second."""
+        r, node, p, stats, explain_slot = self.ros, self.node, self.p, self.stats, self.explain_slot
+        glyphs, rgb_cache, renderers = self.glyphs, self.rgb_cache, self.renderers
+        tokens_pub, language_pub, grids_pub, overlay_pubs = (self.tokens_pub, self.language_pub, self.grids_pub,
+                                                             self.overlay_pubs)
+        to_time, Header, Image, TokenAttention, ActivationGrid = (r.to_time, r.Header, r.Image, r.TokenAttention,
+                                                                  r.ActivationGrid)
+        rows, cols = self.meta["patch_grid"]
         while (item := explain_slot.take()) is not None:
             t0 = time.perf_counter()
             obs, weights, maps = item
@@ -606,53 +640,79 @@ def run_node(argv: list[str]) -> int:
             rate = node.get_parameter("explain_rate_hz").value
             time.sleep(max(0.0, 1.0 / rate - (time.perf_counter() - t0)))
 
+    def guarded(self, loop) -> None:
+        """A thread's body: `loop`, on a thread named as the node's. After SIGINT rclpy
+        shuts the context down under the threads' feet: a publish that fails then is the
+        end of the thread, not an error."""
+        name_thread(threading.current_thread().name)
+        try:
+            loop()
+        except Exception:
+            if self.running.is_set() and self.ros.rclpy.ok():
+                raise
+
+    def run(self, executor) -> int:
+        """Starts the inference, control and explanation threads, then receives on this
+        thread (it spins `executor`) until shutdown; stops the threads."""
+        threads = [threading.Thread(target=self.guarded, args=(f,), name=n, daemon=True)
+                   for f, n in ((self.infer_loop, "inference"), (self.control_loop, "control"),
+                                (self.explain_loop, "explain"))]
+        for t in threads:
+            t.start()
+        receive_prio, p, log = self.receive_prio, self.p, self.log
+        if receive_prio:
+            # Fast DDS's reception threads, as the node: `dds.shm.<port>`, `dds.udp.<port>`.
+            for task in Path("/proc/self/task").iterdir():
+                name = (task / "comm").read_text().strip()
+                if name.startswith(("dds.shm.", "dds.udp.")) and name.split(".")[-1].isdigit():
+                    set_fifo(receive_prio, int(task.name))
+        log.info(f"vla_controller baseline running: cameras {list(p['camera_names'])}, "
+                 f"{p['control_rate_hz']} Hz, torch threads {torch.get_num_threads()}")
+        # This thread receives: it spins the executor, at the receive priority.
+        name_thread("receive")
+        set_fifo(receive_prio, log=log.warning)
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, self.ros.ExternalShutdownException):
+            pass
+        finally:
+            self.running.clear()
+            self.slot.close()
+            self.explain_slot.close()
+            for t in threads:
+                t.join(timeout=2)
+            executor.shutdown()
+            self.ros.rclpy.try_shutdown()
+        return 0
+
+
+def run_node(argv: list[str]) -> int:
+    ros = ros_api()
+    ros.rclpy.init(args=argv)
+    node = ros.Node("vla_controller")
+    log = node.get_logger()
+    p = {k: node.declare_parameter(k, v).value for k, v in PARAMS.items()}
+    try:
+        policy, meta = load_policy(p)
+    except (ConfigError, RuntimeError) as e:
+        log.fatal(str(e))
+        ros.rclpy.try_shutdown()
+        return 1
+    if p["explanation_method"] != "policy_attention":
+        log.warning(f"explanation_method {p['explanation_method']}: the baseline explains with the policy's own maps")
+    runner = PolicyRunner(policy, meta, p["device"])
+    stats = Stats()
+    pipe = Pipeline(p, meta, stats)
+    if "warmup" not in WITHOUT:
+        runner.warm_up(pipe.tokenizer.encode(""))
+    baseline = BaselineNode(ros, node, p, meta, runner, pipe, stats)
     if "switch_interval" not in WITHOUT:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
     if "gc_freeze" not in WITHOUT:
         gc.freeze()
-    executor = SingleThreadedExecutor()
+    executor = ros.SingleThreadedExecutor()
     executor.add_node(node)
-
-    def guarded(loop):
-        # After SIGINT rclpy shuts the context down under the threads' feet: a publish
-        # that fails then is the end of the thread, not an error.
-        def run():
-            name_thread(threading.current_thread().name)
-            try:
-                loop()
-            except Exception:
-                if running.is_set() and rclpy.ok():
-                    raise
-        return run
-
-    threads = [threading.Thread(target=guarded(f), name=n, daemon=True)
-               for f, n in ((infer_loop, "inference"), (control_loop, "control"), (explain_loop, "explain"))]
-    for t in threads:
-        t.start()
-    if receive_prio:
-        # Fast DDS's reception threads, as the node: `dds.shm.<port>`, `dds.udp.<port>`.
-        for task in Path("/proc/self/task").iterdir():
-            name = (task / "comm").read_text().strip()
-            if name.startswith(("dds.shm.", "dds.udp.")) and name.split(".")[-1].isdigit():
-                set_fifo(receive_prio, int(task.name))
-    log.info(f"vla_controller baseline running: cameras {list(p['camera_names'])}, "
-             f"{p['control_rate_hz']} Hz, torch threads {torch.get_num_threads()}")
-    # This thread receives: it spins the executor, at the receive priority.
-    name_thread("receive")
-    set_fifo(receive_prio, log=log.warning)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        running.clear()
-        slot.close()
-        explain_slot.close()
-        for t in threads:
-            t.join(timeout=2)
-        executor.shutdown()
-        rclpy.try_shutdown()
-    return 0
+    return baseline.run(executor)
 
 
 def image_msg(Image, header, rgb: np.ndarray):
