@@ -27,16 +27,24 @@ import signal
 import subprocess
 from pathlib import Path
 
+import yaml
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import Float64MultiArray
 from vla_demo import launch_standin as ls
 from vla_demo.node_process import ROOT, wait_for
 from vla_demo.ros_peers import RELIABLE, START, ScenePublisher, SimArm, instruction, two_sided_scene, xy_error
-from std_msgs.msg import Float64MultiArray
 
 README = ROOT / "README.md"
 VENV = ROOT / ".venv"
 # Debian packages of the README whose Python distribution the set-up installs into .venv
 # instead (apt has them only from the ROS repositories).
 FROM_PYPI = {"python3-colcon-common-extensions": "colcon-common-extensions", "python3-pip": "pip"}
+
+
+def robot_policy(ws: Path) -> Path:
+    """The robot's own policy that its parameters file names: a copy of the installed demo
+    policy at a path of its own, so that the launch file's demo policy cannot pass for it."""
+    return ws / "robot" / "my_policy.pt"
 
 
 def robot_section_commands() -> list[str]:
@@ -108,9 +116,14 @@ def run_readme(ws: Path) -> list[tuple[list[str], dict[str, str]]]:
     for command in robot_section_commands():
         lines += [f"echo {shlex.quote('+ ' + command)}", stand_in(command, ws)]
         if command.startswith("cp ") and command.endswith("my_robot.yaml"):
-            # The edit the README asks for: the robot's own policy (here the installed
-            # demo policy, by its absolute path).
-            lines.append(f"sed -i 's#\"policy/demo_policy.pt\"#\"{ws}/install/vla_controller/share/vla_controller/policy/demo_policy.pt\"#' my_robot.yaml")
+            # The edit the README asks for: the robot's own policy (here a copy of the
+            # installed demo policy elsewhere, by its absolute path), and a launch-
+            # overridable parameter away from its default (use_sim_time, which the test
+            # serves with /clock).
+            policy = robot_policy(ws)
+            demo = ws / "install" / "vla_controller" / "share" / "vla_controller" / "policy" / "demo_policy.pt"
+            lines.append(f"mkdir -p {shlex.quote(str(policy.parent))} && cp {shlex.quote(str(demo))} {shlex.quote(str(policy))}")
+            lines.append(f"sed -i 's#^\\( *\\)policy_path: \"policy/demo_policy.pt\"$#\\1policy_path: \"{policy}\"\\n\\1use_sim_time: true#' my_robot.yaml")
     script = ws.parent / "readme.sh"
     script.write_text("\n".join(lines) + "\n")
     log = ws.parent / "readme.log"
@@ -118,6 +131,9 @@ def run_readme(ws: Path) -> list[tuple[list[str], dict[str, str]]]:
         r = subprocess.run(["bash", str(script)], cwd=ws.parent, env=robot_environment(), stdout=out, stderr=subprocess.STDOUT, timeout=2400)
     print(log.read_text()[-3000:])
     assert r.returncode == 0, f"README's commands failed; the end of {log}:\n{log.read_text()[-6000:]}"
+    built = re.findall(r"^colcon build: \d+ s$", log.read_text(), re.M)
+    assert built, f"no colcon build time in {log}"
+    print(built[-1])
     calls = []
     for args in sorted(record.glob("*.args"), key=lambda p: int(p.stem)):
         argv = args.read_bytes().split(b"\0")[:-1]
@@ -170,6 +186,10 @@ def test_the_readme_robot_steps_build_install_and_run_the_package(peers, monkeyp
     ws = tmp_path / "ros2_ws"
     calls = run_readme(ws)
     check_install_layout(ws)
+    # The robot's parameters file names its own policy and sim time (see run_readme).
+    robot = yaml.safe_load((ws / "my_robot.yaml").read_text())["/**"]["ros__parameters"]
+    assert robot["policy_path"] == str(robot_policy(ws)) and robot["use_sim_time"] is True, robot
+    assert robot_policy(ws).is_file()
     assert [c[0][0] for c in calls] == ["launch", "launch", "run"], [c[0] for c in calls]
     for _, env in calls:
         # The workspace's own interface package, never this checkout's msg/install.
@@ -180,6 +200,9 @@ def test_the_readme_robot_steps_build_install_and_run_the_package(peers, monkeyp
     s, left, right = two_sided_scene(5)
     cams = ScenePublisher(peers.node, s)
     arm = SimArm(peers.node, START)
+    # /clock for the runs with the robot's file (use_sim_time): the peers' own time.
+    clock = peers.node.create_publisher(Clock, "/clock", RELIABLE)
+    peers.node.create_timer(0.01, lambda: clock.publish(Clock(clock=peers.node.get_clock().now().to_msg())))
     peers.start()
     targets = [left, right, left]
     for k, ((argv, env), item) in enumerate(zip(calls, targets)):
@@ -204,6 +227,15 @@ def test_the_readme_robot_steps_build_install_and_run_the_package(peers, monkeyp
         assert proc.returncode == 0, log.read_text()[-3000:]
         out = log.read_text()
         assert "vla_controller running" in out and "[vla_controller]: " in out, out[-3000:]
-        # Each run's policy: the installed demo policy, never a path into the checkout.
+        # Each run's policy: with the bundled parameters, the installed demo policy;
+        # with the robot's, exactly the policy its file names (the launch file must not
+        # put the demo policy in its place), and its sim time. Never a path into the
+        # checkout.
+        demo = ws / "install" / "vla_controller" / "share" / "vla_controller" / "policy" / "demo_policy.pt"
+        robots = any(a.endswith("my_robot.yaml") for a in argv)
         loaded = next(l for l in out.splitlines() if "policy loaded and checked" in l)
-        assert f"path={ws}/install/vla_controller/share/vla_controller/policy/demo_policy.pt" in loaded, loaded
+        reported = re.search(r"\bpath=(\S+)", loaded)
+        assert reported and reported[1] == str(robot_policy(ws) if robots else demo), (argv, loaded)
+        assert ("use_sim_time: following /clock" in out) == robots, (argv, out[-3000:])
+        if robots:
+            assert str(demo) not in out, (argv, out[-3000:])
