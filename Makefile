@@ -25,9 +25,11 @@ test: build test-core
 	$(ENV) python -m pytest -q tests/demo_policy tests/ros tests/explain tests/replay
 	$(ENV) .venv-lerobot/bin/python -m pytest -q tests/lerobot
 
-# The core's tests need neither the ROS prefix nor libtorch (no environment sourced).
+# The core's tests need neither the ROS prefix nor libtorch: run with an environment
+# emptied of both, whatever the calling shell has sourced.
 test-core:
-	cargo test --release --no-default-features --lib
+	env -i PATH="$$PATH" HOME="$$HOME" $${CARGO_HOME:+CARGO_HOME="$$CARGO_HOME"} $${RUSTUP_HOME:+RUSTUP_HOME="$$RUSTUP_HOME"} \
+		cargo test --release --no-default-features --lib
 
 test-unit: setup
 	scripts/build_msgs.sh

@@ -7,7 +7,7 @@ use anyhow::bail;
 use r2r::{std_msgs::msg::Float64MultiArray, trajectory_msgs::msg::JointTrajectory};
 
 use crate::bag::BagReader;
-use crate::core::topics::OutputTopic;
+use crate::core::topics::{self, OutputTopic};
 use crate::ros::msgs::from_cdr;
 
 #[derive(Debug, clap::Args)]
@@ -31,8 +31,8 @@ fn commands(path: &Path) -> anyhow::Result<Vec<(i64, Vec<f64>)>> {
             continue;
         }
         let positions = match m.type_name.as_str() {
-            "std_msgs/msg/Float64MultiArray" => from_cdr::<Float64MultiArray>(&m.data)?.data,
-            "trajectory_msgs/msg/JointTrajectory" => from_cdr::<JointTrajectory>(&m.data)?
+            topics::FLOAT64_ARRAY_TYPE => from_cdr::<Float64MultiArray>(&m.data)?.data,
+            topics::TRAJECTORY_TYPE => from_cdr::<JointTrajectory>(&m.data)?
                 .points
                 .into_iter()
                 .next()

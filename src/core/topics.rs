@@ -18,9 +18,17 @@ pub const EXECUTE_ACTION: &str = "~/execute_instruction";
 /// Under use_sim_time.
 pub const CLOCK: &str = "/clock";
 
+// Message types, `pkg/msg/Type`: the inputs', then the outputs'.
 pub const IMAGE_TYPE: &str = "sensor_msgs/msg/Image";
 pub const JOINT_STATE_TYPE: &str = "sensor_msgs/msg/JointState";
 pub const STRING_TYPE: &str = "std_msgs/msg/String";
+pub const FLOAT64_ARRAY_TYPE: &str = "std_msgs/msg/Float64MultiArray";
+pub const TRAJECTORY_TYPE: &str = "trajectory_msgs/msg/JointTrajectory";
+pub const HEADER_TYPE: &str = "std_msgs/msg/Header";
+pub const TOKENS_TYPE: &str = "vla_controller_msgs/msg/TokenAttention";
+pub const GRID_TYPE: &str = "vla_controller_msgs/msg/ActivationGrid";
+pub const DIAGNOSTICS_TYPE: &str = "diagnostic_msgs/msg/DiagnosticArray";
+pub const TIMING_TYPE: &str = "vla_controller_msgs/msg/InferenceTiming";
 
 /// The input topic of camera `name`.
 pub fn camera(name: &str) -> String {

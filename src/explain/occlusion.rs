@@ -50,7 +50,7 @@ fn run_all<'t>(
 }
 
 /// The grids by occlusion: for every camera and patch (the `patch_grid` over each
-/// camera's input, edge patches smaller where it does not divide), the distance between
+/// camera's input, sizes differing by one pixel where it does not divide), the distance between
 /// the chunk with that patch replaced by the image's mean colour and the chunk of the
 /// untouched input (1 + the cameras' patches inputs in all).
 pub fn grids(policy: &dyn PolicyRunner, obs: &Observation, batch: usize) -> Result<Vec<Vec<f32>>> {

@@ -19,7 +19,7 @@ use crate::core::config::CommandType;
 use crate::core::inputs::CameraImage;
 use crate::core::pipeline::Observation;
 use crate::core::task::{Outcome, Progress};
-use crate::core::topics::{OutputTopic, NODE_NAME};
+use crate::core::topics::{self, OutputTopic, NODE_NAME};
 use crate::driver::{Explained, Output, Status, TaskEnd};
 use crate::explain::Explanation;
 
@@ -103,15 +103,15 @@ impl Message {
     /// The ROS type name, `pkg/msg/Type`.
     pub fn type_name(&self) -> &'static str {
         match self {
-            Message::Array(_) => "std_msgs/msg/Float64MultiArray",
-            Message::Trajectory(_) => "trajectory_msgs/msg/JointTrajectory",
-            Message::JointState(_) => "sensor_msgs/msg/JointState",
-            Message::Image(_) => "sensor_msgs/msg/Image",
-            Message::Header(_) => "std_msgs/msg/Header",
-            Message::Tokens(_) => "vla_controller_msgs/msg/TokenAttention",
-            Message::Grid(_) => "vla_controller_msgs/msg/ActivationGrid",
-            Message::Diagnostics(_) => "diagnostic_msgs/msg/DiagnosticArray",
-            Message::Timing(_) => "vla_controller_msgs/msg/InferenceTiming",
+            Message::Array(_) => topics::FLOAT64_ARRAY_TYPE,
+            Message::Trajectory(_) => topics::TRAJECTORY_TYPE,
+            Message::JointState(_) => topics::JOINT_STATE_TYPE,
+            Message::Image(_) => topics::IMAGE_TYPE,
+            Message::Header(_) => topics::HEADER_TYPE,
+            Message::Tokens(_) => topics::TOKENS_TYPE,
+            Message::Grid(_) => topics::GRID_TYPE,
+            Message::Diagnostics(_) => topics::DIAGNOSTICS_TYPE,
+            Message::Timing(_) => topics::TIMING_TYPE,
         }
     }
 

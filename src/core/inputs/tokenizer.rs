@@ -2,7 +2,8 @@
 //! (docs/POLICY_CONTRACT.md): characters (one token per Unicode scalar value, so Chinese
 //! and English need no word segmentation), or a Hugging Face `tokenizer.json` (the
 //! subword tokenizers of pi0, SmolVLA and other VLM-based policies), read with the
-//! `tokenizers` crate exactly as Python's `tokenizers` reads it.
+//! `tokenizers` crate, giving Python's `tokenizers` ids for the same text (the pipeline
+//! trims an instruction before it gets here; docs/POLICY_CONTRACT.md).
 
 use std::collections::HashMap;
 use std::str::FromStr;
