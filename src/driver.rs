@@ -490,13 +490,7 @@ impl Driver {
             (p.state().clone(), p.enabled())
         };
         let message = state.to_string();
-        let status = |concern: &str, level: u8, message: String, values: Vec<(String, String)>| Status {
-            stamp: now,
-            name: format!("{}: {concern}", self.node_name),
-            level,
-            message,
-            values,
-        };
+        let status = |concern: &str, level: u8, message: String, values| self.status(now, concern, level, message, values);
         // The task before the stats: start_task counts (locks the stats) with the task
         // locked.
         let (level, operator, values) = self.operator(enabled);
@@ -507,6 +501,11 @@ impl Driver {
             statuses.push(status(c.concern, c.level, c.message, c.values));
         }
         Output::Diagnostics(statuses)
+    }
+
+    /// A status of this node about `concern` (`<node's full name>: <concern>`).
+    pub fn status(&self, now: i64, concern: &str, level: u8, message: String, values: Vec<(String, String)>) -> Status {
+        Status { stamp: now, name: format!("{}: {concern}", self.node_name), level, message, values }
     }
 
     /// The operator's status: level, message, and the values enabled, dry run, the task

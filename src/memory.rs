@@ -16,3 +16,62 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
     }
 }
+
+/// What the process holds, in bytes.
+///
+/// With trimming off (above) the resident size is the heap's high-water mark: it only
+/// ever steps up, when the working set reaches a new peak, and never comes down. The
+/// heap's own figures tell that reserve apart from what the node uses at the moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Resident set size (/proc/self/statm).
+    pub resident: u64,
+    /// Bytes in allocated blocks, in every arena.
+    pub heap_in_use: u64,
+    /// Bytes the allocator holds from the system: in use, and free for reuse.
+    pub heap_held: u64,
+}
+
+/// The process's memory now; `None` where /proc cannot be read.
+pub fn usage() -> Option<Usage> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf and mallinfo2 only read process-wide values; mallinfo2 locks each
+    // arena while it sums it (microseconds, once per diagnostics period).
+    let (page, info) = unsafe { (libc::sysconf(libc::_SC_PAGESIZE), libc::mallinfo2()) };
+    Some(Usage {
+        resident: pages * u64::try_from(page).ok()?,
+        heap_in_use: (info.uordblks + info.hblkhd) as u64,
+        heap_held: (info.arena + info.hblkhd) as u64,
+    })
+}
+
+impl Usage {
+    /// The figures as /diagnostics values, in MiB.
+    pub fn key_values(&self) -> Vec<(String, String)> {
+        let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
+        vec![
+            ("resident_mib".to_owned(), mib(self.resident)),
+            ("heap_in_use_mib".to_owned(), mib(self.heap_in_use)),
+            ("heap_held_mib".to_owned(), mib(self.heap_held)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_shows_in_the_heap_in_use() {
+        // Other tests allocate and free beside this one: a block far larger than theirs.
+        const BLOCK: u64 = 256 << 20;
+        let before = usage().unwrap();
+        let block = std::hint::black_box(vec![1u8; BLOCK as usize]);
+        let during = usage().unwrap();
+        assert!(during.heap_in_use >= before.heap_in_use + BLOCK - (32 << 20), "{before:?} {during:?}");
+        assert!(during.heap_held >= during.heap_in_use && during.resident >= BLOCK, "{during:?}");
+        drop(block);
+        assert!(usage().unwrap().heap_in_use + BLOCK - (32 << 20) <= during.heap_in_use);
+    }
+}

@@ -44,6 +44,7 @@ use crate::core::topics::{self, OutputTopic, NODE_NAME};
 use crate::driver::{Driver, Output, TaskEnd};
 use crate::explain::Settings;
 use crate::policy::{PolicyOutput, PolicyRunner};
+use crate::memory;
 
 /// The ROS side of the node before it runs: the r2r node and the parameters it was
 /// started with (parameters files and `-p` from `--ros-args`).
@@ -190,7 +191,7 @@ pub fn run(ros: RosNode, cfg: Config, policy: Arc<dyn PolicyRunner>, shutdown: i
         node = %node_name,
         cameras = ?cfg.camera_names,
         control_rate_hz = cfg.control_rate_hz,
-        command = "joint_commands",
+        command = %OutputTopic::Commands.name(&cfg.camera_names),
         "vla_controller running"
     );
 
@@ -533,7 +534,13 @@ fn spawn_diagnostics(rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config
                 _ = interval.tick() => {}
                 _ = state_changed.notified() => {}
             }
-            s.publish(s.driver.diagnostics(&s.pipe, s.clock.now()));
+            let now = s.clock.now();
+            let mut out = s.driver.diagnostics(&s.pipe, now);
+            if let (Output::Diagnostics(statuses), Some(usage)) = (&mut out, memory::usage()) {
+                let message = format!("resident {:.0} MiB", usage.resident as f64 / (1024.0 * 1024.0));
+                statuses.push(s.driver.status(now, "memory", 0, message, usage.key_values()));
+            }
+            s.publish(out);
         }
     });
 }

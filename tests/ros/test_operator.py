@@ -170,6 +170,9 @@ def test_diagnostics_by_concern_with_thresholds_from_the_parameters(peers, start
 
     level, message, v = concern(peers, "inference")
     assert level == 0 and 0 < float(v["latency p50 (ms)"]) <= float(v["latency p99 (ms)"]), (message, v)
+    level, message, v = concern(peers, "memory")
+    used, held, resident = (float(v[k]) for k in ("heap_in_use_mib", "heap_held_mib", "resident_mib"))
+    assert level == 0 and message.startswith("resident ") and 0 < used <= held and resident > 100, (message, v)
     # The pipeline's status and its keys are as before, first in the array.
     assert status(peers) == (0, "running")
     assert int(diag_value(peers, "inferences")) > 10
