@@ -69,7 +69,7 @@ bench: build
 bench-e2e: build
 	$(ENV) python benches/e2e.py
 
-# The load at which the node and the Python baseline break (11-12 minutes; not in `make test`).
+# The load at which the node and the Python baseline break (7-12 minutes; not in `make test`).
 bench-sweep: build
 	$(ENV) python benches/e2e.py --sweep
 

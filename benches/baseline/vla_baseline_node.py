@@ -17,16 +17,17 @@ replays to 1e-3). What makes it fast, each measured in BENCHMARKS.md:
   under SCHED_FIFO at `thread_priority` - 1, - 2 and `thread_priority` (and Fast DDS's
   reception threads at the receive priority), where permitted, as the node does;
 - one SingleThreadedExecutor, spun by the receive thread: the fast rclpy executor here
-  (the MultiThreadedExecutor with a reentrant group dropped sets, this build's
-  EventsExecutor fires no timers, and a second executor for the cameras and joint
-  states alone made the tail longer, not shorter);
+  (a MultiThreadedExecutor of two threads dropped 67 and 290 of 301 sets in
+  BENCHMARKS.md, this build's EventsExecutor fires no timers, and a second executor for
+  the cameras and joint states alone made the tail longer, not shorter);
 - camera images taken serialized (`raw=True`) and read in place from the CDR bytes: no
   message object, no copy of the pixels before decoding;
 - explanations drawn with whole-image numpy passes into buffers kept between frames
   (separable upsampling, one `np.take` table lookup per pixel, 16-bit blending);
 - decoding by exact integer area averaging in a few whole-image numpy passes (rows
   summed in uint16 by strided adds, then columns), 0.4-0.5 ms for a 640x480 image,
-  where the shipped `reshape(...).sum(axis=(1, 3))` into uint32 took 13-24 ms;
+  where the shipped `reshape(...).sum(axis=(1, 3))` into uint32 took 6-24 ms and a
+  float32 matrix product for the columns 1.4 ms (benches/baseline/micro.py);
 - the control loop as a thread sleeping to absolute deadlines, not an executor timer;
 - newest-set-wins hand-off to the inference thread (a condition variable, one slot);
 - a GIL switch interval of 0.5 ms (`sys.setswitchinterval`, 5 ms by default), so a
@@ -41,7 +42,9 @@ Explanations are the policy's own attention maps (the Rust node's
 `explanation_method: policy_attention`, which the benchmark uses); occlusion is not
 implemented here. `vla_baseline_node.py replay BAG -o OUT` runs a recording through
 the same pipeline as fast as it goes (replay.py), like `vla_controller replay`.
-`VLA_BASELINE_WITHOUT=raw_images,...` leaves techniques out, to measure each.
+`VLA_BASELINE_WITHOUT=raw_images,...` leaves techniques out, to measure each:
+`raw_images`, `switch_interval`, `gc_freeze`, `warmup`, `single_threaded_executor`
+(`-p thread_priority:=0` leaves out the real-time priorities).
 
     python benches/baseline/vla_baseline_node.py --ros-args --params-file config/controller.yaml
 """
@@ -381,7 +384,7 @@ def ros_api() -> SimpleNamespace:
     """rclpy, the message types and the stamp conversions the node uses, imported when
     the node runs, not when the bag replay imports this file."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from builtin_interfaces.msg import Duration, Time
@@ -710,7 +713,10 @@ def run_node(argv: list[str]) -> int:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
     if "gc_freeze" not in WITHOUT:
         gc.freeze()
-    executor = ros.SingleThreadedExecutor()
+    # Left out, the subscriptions and the diagnostics timer run on rclpy's
+    # MultiThreadedExecutor (two threads, the node's default mutually exclusive group).
+    executor = ros.SingleThreadedExecutor() if "single_threaded_executor" not in WITHOUT \
+        else ros.MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     return baseline.run(executor)
 
