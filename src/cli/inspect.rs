@@ -36,17 +36,18 @@ pub struct InspectArgs {
     /// `joints`, `instruction` and `out` (relative paths are taken from the file's folder).
     #[arg(long)]
     pub batch: Option<PathBuf>,
-    #[arg(long, default_value = "policy/demo_policy.pt")]
+    // Defaults from the parameter table, the node's own.
+    #[arg(long, default_value_os_t = Config::default().policy_path)]
     pub policy: PathBuf,
     /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value_t = Config::default().device.to_string())]
     pub device: String,
     /// occlusion or policy_attention: where the patch grids come from
-    #[arg(long, default_value = "occlusion")]
+    #[arg(long, default_value_t = Config::default().explanation_method.to_string())]
     pub method: String,
     /// auto, occlusion or policy_attention: where the token weights come from (auto: the
     /// policy's own when it returns them, token occlusion otherwise)
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value_t = Config::default().token_weight_method.to_string())]
     pub token_method: String,
     #[arg(long, default_value_t = Config::default().attention_threshold)]
     pub threshold: f64,

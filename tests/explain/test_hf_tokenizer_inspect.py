@@ -17,42 +17,26 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer
 
-from test_tokenizer_parity import corpus
 from vla_demo import contract_policies as cp
 from vla_demo import scene as sc
+from vla_demo.trained_tokenizers import byte_level_bpe, unigram
 from vla_demo.node_process import BIN, ROOT
 from vla_demo.png import write_png
 
 MAX_LENGTH = 32
 
 
-def byte_level_bpe() -> Tokenizer:
+def short_bpe() -> Tokenizer:
     """Tokens of at most 6 byte-level characters: "cylinder" is three pieces, a Chinese
     character one or two (a token may end inside a character's UTF-8 bytes)."""
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, max_token_length=6, special_tokens=["<pad>", "<s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(), trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return tok
+    return byte_level_bpe(vocab_size=600, max_token_length=6)
 
 
-def unigram() -> Tokenizer:
+def short_unigram() -> Tokenizer:
     """Pieces of at most 3 characters: Chinese phrases such as 红色 and 圆柱体."""
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=300, max_piece_length=3, unk_token="<unk>",
-                                      special_tokens=["<pad>", "<unk>", "<s>", "</s>"])
-    tok.train_from_iterator(corpus(), trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    return tok
+    return unigram(max_piece_length=3)
 
 
 class CarriedTokenizer(cp.MeanColour):
@@ -93,7 +77,7 @@ def make_policy(tmp_path, tok: Tokenizer, carried: bool, word_id: int):
     return cp.save(module, folder / "policy.pt")
 
 
-@pytest.mark.parametrize("make, carried", [(byte_level_bpe, False), (unigram, True)], ids=["bpe-file", "unigram-method"])
+@pytest.mark.parametrize("make, carried", [(short_bpe, False), (short_unigram, True)], ids=["bpe-file", "unigram-method"])
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_inspect_shows_the_tokenizers_pieces_and_ids(tmp_path, make, carried, lang):
     tok = make()
@@ -137,7 +121,7 @@ def test_inspect_shows_the_tokenizers_pieces_and_ids(tmp_path, make, carried, la
 
 
 def test_a_missing_tokenizer_file_stops_the_load(tmp_path):
-    tok = unigram()
+    tok = short_unigram()
     policy = make_policy(tmp_path, tok, carried=False, word_id=-1)
     shutil.move(policy.parent / "tokenizer.json", tmp_path / "elsewhere.json")
     write_png(tmp_path / "main.png", np.zeros((24, 32, 3), np.uint8))
@@ -149,7 +133,7 @@ def test_a_missing_tokenizer_file_stops_the_load(tmp_path):
 def test_inspect_cuts_an_over_long_instruction_as_python_truncation(tmp_path):
     """`inspect` cuts at max_length as Python's enable_truncation does (special tokens
     kept); the node itself refuses such an instruction on the topic and for a goal."""
-    tok = unigram()
+    tok = short_unigram()
     text = " ".join([sc.instruction_text("red", "cylinder", "pick", "en")] * 3)
     assert len(tok.encode(text).ids) > MAX_LENGTH
     policy = make_policy(tmp_path, tok, carried=True, word_id=-1)

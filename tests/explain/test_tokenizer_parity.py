@@ -11,39 +11,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-
 from vla_demo import scene as sc
+from vla_demo.trained_tokenizers import byte_level_bpe, corpus, unigram
 from vla_demo.node_process import BIN, ROOT
 
 MAX_LENGTH = 24
-
-
-def corpus() -> list[str]:
-    return [sc.instruction_text(c, s, v, lang) for c in sc.COLOURS for s in sc.SHAPES for v in sc.VERBS for lang in ("en", "zh")]
-
-
-def byte_level_bpe() -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(), trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return tok
-
-
-def unigram() -> Tokenizer:
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=["<pad>", "<unk>", "<s>", "</s>"], unk_token="<unk>")
-    tok.train_from_iterator(corpus(), trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    return tok
 
 
 def strings(n: int, seed: int) -> list[str]:
