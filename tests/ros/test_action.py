@@ -156,10 +156,19 @@ def test_faults_mid_goal(peers, start_node, tmp_path):
     assert result.message == "fault: holding: camera/top/image_raw went silent"
     assert holds(peers, arm, 0.3)
 
-    # The policy fails (the faulty policy raises on '?').
+    # The policy fails once the goal runs (the faulty policy raises from its 31st call
+    # with ';').
     cams.silent.clear()
     wait_for(lambda: status(peers)[1] == "holding: no instruction yet", 10, "the camera back")
-    g = Goal(goals, instruction(s, right) + "?")
+    g = Goal(goals, instruction(s, right) + ";")
+    wait_for(g.running, 30, "the goal running")
+    st, result = g.result()
+    assert (st, result.outcome) == (GoalStatus.STATUS_ABORTED, Result.FAULT), result
+    assert "the policy failed on purpose, under way" in result.message
+    assert holds(peers, arm, 0.3)
+
+    # The policy fails at the goal's first camera set ('?').
+    g = Goal(goals, instruction(s, left) + "?")
     st, result = g.result()
     assert (st, result.outcome) == (GoalStatus.STATUS_ABORTED, Result.FAULT), result
     assert "the policy failed on purpose" in result.message

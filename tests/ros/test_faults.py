@@ -17,13 +17,16 @@ from vla_demo.ros_peers import RELIABLE
 
 class Faulty(torch.nn.Module):
     """The demo policy, except that it returns NaN actions when the instruction holds
-    `!` and raises when it holds `?`."""
+    `!`, raises when it holds `?`, and raises from its 31st call on with an instruction
+    holding `;` (a failure that comes while the task is under way)."""
 
-    def __init__(self, inner, nan_id: int, raise_id: int):
+    def __init__(self, inner, nan_id: int, raise_id: int, later_id: int):
         super().__init__()
         self.inner = inner
         self.nan_id = nan_id
         self.raise_id = raise_id
+        self.later_id = later_id
+        self.later_calls = 0
 
     @torch.jit.export
     def metadata(self) -> str:
@@ -33,6 +36,10 @@ class Faulty(torch.nn.Module):
         actions, weights, maps = self.inner(images, state, token_ids, token_mask)
         if bool((token_ids == self.raise_id).any()):
             raise RuntimeError("the policy failed on purpose")
+        if bool((token_ids == self.later_id).any()):
+            self.later_calls += 1
+            if self.later_calls > 30:
+                raise RuntimeError("the policy failed on purpose, under way")
         if bool((token_ids == self.nan_id).any()):
             actions = actions * float("nan")
         return actions, weights, maps
@@ -41,7 +48,7 @@ class Faulty(torch.nn.Module):
 def faulty_policy(path):
     inner = torch.jit.load(str(ROOT / "policy" / "demo_policy.pt"))
     vocab = json.loads(inner.metadata())["tokenizer"]["vocab"]
-    m = torch.jit.script(Faulty(inner, 2 + vocab.index("!"), 2 + vocab.index("?")))
+    m = torch.jit.script(Faulty(inner, *(2 + vocab.index(c) for c in "!?;")))
     m.save(str(path))
     return path
 
