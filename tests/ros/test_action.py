@@ -137,7 +137,9 @@ def test_time_limit(peers, start_node):
     st, result = g.result()
     elapsed = result.elapsed.sec + result.elapsed.nanosec / 1e9
     assert (st, result.outcome) == (GoalStatus.STATUS_ABORTED, Result.TIME_LIMIT), result
-    assert 0.6 <= elapsed < 0.7, elapsed
+    # Never before the limit; after it by the control tick that notices (20 ms), or more
+    # where a loaded machine delays that tick.
+    assert 0.6 <= elapsed < 1.0, elapsed
     assert holds(peers, arm)
 
 
