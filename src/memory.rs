@@ -46,15 +46,22 @@ pub fn usage() -> Option<Usage> {
     })
 }
 
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 impl Usage {
+    /// The /diagnostics message: the resident size.
+    pub fn message(&self) -> String {
+        format!("resident {:.0} MiB", mib(self.resident))
+    }
+
     /// The figures as /diagnostics values, in MiB.
     pub fn key_values(&self) -> Vec<(String, String)> {
-        let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
-        vec![
-            ("resident_mib".to_owned(), mib(self.resident)),
-            ("heap_in_use_mib".to_owned(), mib(self.heap_in_use)),
-            ("heap_held_mib".to_owned(), mib(self.heap_held)),
-        ]
+        [("resident_mib", self.resident), ("heap_in_use_mib", self.heap_in_use), ("heap_held_mib", self.heap_held)]
+            .into_iter()
+            .map(|(key, bytes)| (key.to_owned(), format!("{:.1}", mib(bytes))))
+            .collect()
     }
 }
 

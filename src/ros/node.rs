@@ -537,8 +537,7 @@ fn spawn_diagnostics(rt: &tokio::runtime::Runtime, shared: &Shared, cfg: &Config
             let now = s.clock.now();
             let mut out = s.driver.diagnostics(&s.pipe, now);
             if let (Output::Diagnostics(statuses), Some(usage)) = (&mut out, memory::usage()) {
-                let message = format!("resident {:.0} MiB", usage.resident as f64 / (1024.0 * 1024.0));
-                statuses.push(s.driver.status(now, "memory", 0, message, usage.key_values()));
+                statuses.push(s.driver.status(now, "memory", 0, usage.message(), usage.key_values()));
             }
             s.publish(out);
         }
