@@ -36,7 +36,7 @@ def last_tick_before(ticks: list[int], a: int, b: int) -> int | None:
     return ticks[i] if i >= 0 and ticks[i] >= a else None
 
 
-#: (horizon, trajectories a second, extra arguments): the defaults (none given); one-point
+#: (horizon, control ticks between trajectories, extra arguments): the defaults (none given); one-point
 #: mode, a trajectory of one point every control tick whatever the rate; 5 points at
 #: 25 Hz, every 2 control ticks (trajectory_every: the control rate over the trajectory
 #: rate, rounded to whole control periods).
